@@ -126,3 +126,19 @@ def test_dual_softmax_is_float64_and_reweights_over_queries():
 def test_numpy_inputs_are_accepted():
     sims = np.array([[0.2, 0.1], [0.0, 0.3]], dtype=np.float32)
     assert text_to_video_ranks(sims, np.array([0, 1])).tolist() == [1, 1]
+
+
+def test_evaluate_module_loads_offline_and_matches_the_function():
+    import evaluate
+
+    from video_text_retrieval.evaluate_metric import VIDEO_RETRIEVAL_METRIC_PATH
+
+    generator = torch.Generator().manual_seed(1)
+    sims = torch.rand(7, 4, generator=generator)
+    text_to_video = [0, 1, 2, 3, 0, 2, 2]
+    metric = evaluate.load(VIDEO_RETRIEVAL_METRIC_PATH)
+    result = metric.compute(predictions=sims.tolist(), references=text_to_video)
+    assert result == retrieval_metrics(sims, text_to_video)
+    metric.add_batch(predictions=sims[:3].tolist(), references=text_to_video[:3])
+    metric.add_batch(predictions=sims[3:].tolist(), references=text_to_video[3:])
+    assert metric.compute() == result

@@ -1,0 +1,34 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from video_text_retrieval.distributed import contrastive_loss_scale, gather_with_grad
+
+SCRIPTS = Path(__file__).parent / "scripts"
+
+
+def test_gather_with_grad_is_identity_without_distributed():
+    tensor = torch.randn(3, 2, requires_grad=True)
+    assert gather_with_grad(tensor) is tensor
+    assert contrastive_loss_scale() == 1
+
+
+def test_two_process_gather_gives_the_full_batch_gradient(tmp_path):
+    report = tmp_path / "report.json"
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parents[1]))
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        str(SCRIPTS / "dist_gather_check.py"), str(report),
+    ]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads(report.read_text())
+    assert data["num_processes"] == 2
+    assert data["loss"] == pytest.approx(data["reference_loss"], abs=1e-6)
+    assert data["max_grad_diff"] < 1e-6
