@@ -56,6 +56,8 @@ def test_push_uploads_every_file_in_one_commit(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"weights")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "extra.json").write_text("{}")
+    (tmp_path / "checkpoints" / "checkpoint_0").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "checkpoint_0" / "optimizer.bin").write_bytes(b"state")
     _card().save(tmp_path / "README.md")
     api = mock.Mock()
     push_folder_to_hub(tmp_path, "org/tmass-synthetic", api=api)

@@ -251,13 +251,17 @@ def push_folder_to_hub(
     private: bool | None = None,
     token: str | None = None,
     api: HfApi | None = None,
+    exclude: tuple[str, ...] = ("checkpoints", "__pycache__"),
 ):
     """Upload every file of ``folder`` (model, code, processor, README.md card) to ``repo_id`` in one commit.
 
+    Sub-folders named in ``exclude`` (training checkpoints by default) are left out.
     Returns the ``CommitInfo`` of ``HfApi.create_commit``.
     """
     folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    files = sorted(
+        p for p in folder.rglob("*") if p.is_file() and not set(p.relative_to(folder).parts[:-1]) & set(exclude)
+    )
     if not files:
         raise ValueError(f"nothing to upload: {folder} holds no files")
     if not (folder / "README.md").is_file():

@@ -1,0 +1,790 @@
+# Copyright 2026 The video-text-retrieval authors. Licensed under the Apache License, Version 2.0.
+"""PyTorch T-MASS model: "Text Is MASS: Modeling as Stochastic Embedding for Text-Video Retrieval" (CVPR 2024).
+
+A faithful re-implementation of the official T-MASS code (X-Pool text-conditioned pooling + a stochastic text
+"mass" around the CLIP text embedding). Section numbers (§) refer to the project's `tmass.md` specification.
+
+This file is copied into saved model folders (Hub remote code): it imports only torch, transformers and its
+sibling `configuration_tmass`.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import CLIPModel, PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from .configuration_tmass import TMassConfig
+
+_PROTOCOLS = ("paper", "official")
+_NOISE_MODES = ("per_pair", "shared")
+# Default memory bound of `TMassModel.similarity`: elements of the largest per-chunk tensor ([chunk, T, N_t, D]).
+_DEFAULT_CHUNK_ELEMENTS = 2**25
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Outputs
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TMassOutput(ModelOutput):
+    r"""
+    Output of [`TMassModel.forward`] on a batch of `B` (caption, video) pairs (§5).
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `return_loss` is true):
+            `loss_main + support_loss_weight * loss_support` (§5.3).
+        loss_main (`torch.FloatTensor` of shape `()`, *optional*):
+            Symmetric InfoNCE on `logits_per_text` (§5.2).
+        loss_support (`torch.FloatTensor` of shape `()`, *optional*):
+            Symmetric InfoNCE on `logits_per_text_support` (§5.3), returned even when its weight is 0.
+        logits_per_text (`torch.FloatTensor` of shape `(B, B)`):
+            `exp(logit_scale) * cos(t_s[i], p[j, i])`: the stochastic text `i` against video `j` pooled with text `i`.
+        logits_per_video (`torch.FloatTensor` of shape `(B, B)`):
+            The transpose of `logits_per_text`.
+        text_embeds (`torch.FloatTensor` of shape `(B, D)`):
+            CLIP projected text embeddings `t` (not normalised).
+        video_embeds (`torch.FloatTensor` of shape `(B, F, D)`):
+            CLIP projected per-frame embeddings `f` (not normalised).
+        video_pooled (`torch.FloatTensor` of shape `(B, B, D)`):
+            `p[j, i]`: video `j` pooled with text `i` as the query (§3).
+        log_radius (`torch.FloatTensor` of shape `(B, D)`):
+            Log-radius of each text's mass with respect to its own (positive) video (§4.1, §5.1).
+        text_stochastic (`torch.FloatTensor` of shape `(B, D)`):
+            The sample `t_s = t + eps * exp(log_radius)` (§4.2).
+        text_support (`torch.FloatTensor` of shape `(B, D)`):
+            The support text `t_sup` (§5.3).
+        logits_per_text_support (`torch.FloatTensor` of shape `(B, B)`):
+            `exp(logit_scale) * cos(t_sup[i], p[j, i])`.
+        text_model_output (`BaseModelOutputWithPooling`):
+            The output of the CLIP text tower (hidden states when asked for).
+        vision_model_output (`BaseModelOutputWithPooling`):
+            The output of the CLIP vision tower on the `B * F` frames.
+    """
+
+    loss: torch.FloatTensor | None = None
+    loss_main: torch.FloatTensor | None = None
+    loss_support: torch.FloatTensor | None = None
+    logits_per_text: torch.FloatTensor | None = None
+    logits_per_video: torch.FloatTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+    video_embeds: torch.FloatTensor | None = None
+    video_pooled: torch.FloatTensor | None = None
+    log_radius: torch.FloatTensor | None = None
+    text_stochastic: torch.FloatTensor | None = None
+    text_support: torch.FloatTensor | None = None
+    logits_per_text_support: torch.FloatTensor | None = None
+    text_model_output: Any = None
+    vision_model_output: Any = None
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        return tuple(
+            self[k] if k not in ("text_model_output", "vision_model_output") else getattr(self, k).to_tuple()
+            for k in self.keys()
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Small functions: cosines, sampling, losses
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    """`x / ||x||` over the last axis, exactly as the official code normalises (no epsilon)."""
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+def pairwise_pooled_cosine(text: torch.Tensor, video_pooled: torch.Tensor) -> torch.Tensor:
+    """`S[i, j] = cos(text[i], video_pooled[j, i])` (§5.2): each text against every video pooled with that text.
+
+    Args:
+        text: `[N_t, D]`.
+        video_pooled: `[N_v, N_t, D]`.
+    Returns:
+        `[N_t, N_v]`.
+    """
+    return torch.einsum("td,vtd->tv", _unit(text), _unit(video_pooled))
+
+
+def sample_text_mass(text: torch.Tensor, log_radius: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """Re-parameterised sample of the text mass (§4.2): `t_s = t + eps * exp(log_radius)` (broadcasting)."""
+    return text + noise * torch.exp(log_radius)
+
+
+def support_text(text: torch.Tensor, video_pooled: torch.Tensor, log_radius: torch.Tensor) -> torch.Tensor:
+    """Support text of §5.3: `t_sup[i] = t[i] + exp(l[i]) * d[i] / ||d[i]||` with `d[i] = mean_k p[i, k] - t[i]`.
+
+    Args:
+        text: `[B, D]` raw text features.
+        video_pooled: `[B, B, D]`, `p[j, k]` = video `j` pooled with text `k`.
+        log_radius: `[B, D]` positive-pair log-radius.
+    """
+    # The official code averages video i over ALL the batch's texts (not p[i, i]) and mixes the raw text feature
+    # with the LayerNorm-ed pooled one (§12.10): reproduced as is.
+    direction = video_pooled.mean(dim=1) - text
+    return text + torch.exp(log_radius) * _unit(direction)
+
+
+def symmetric_info_nce(logits_per_text: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE with the positives on the diagonal (§5.2): the mean of the text-to-video and
+    video-to-text cross-entropies of a square `[B, B]` logit matrix."""
+    targets = torch.arange(logits_per_text.shape[0], device=logits_per_text.device)
+    text_to_video = F.cross_entropy(logits_per_text, targets)
+    video_to_text = F.cross_entropy(logits_per_text.t(), targets)
+    return (text_to_video + video_to_text) / 2
+
+
+def best_of_trials(samples: torch.Tensor, video_pooled: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Keep the best stochastic trial of every (video, text) pair (§6.4).
+
+    Args:
+        samples: `[V, T, N_t, D]` samples `t_s[a, k, n]` (not normalised), `T >= 1`.
+        video_pooled: `[V, N_t, D]` pooled videos `P[a, n]`.
+    Returns:
+        `best_cosine [V, N_t]` = `max_k cos(t_s[a, k, n], P[a, n])`, `best_trial [V, N_t]` (int64, first index on
+        ties, as `argmax`) and `selected [V, N_t, D]`, the normalised winning sample.
+    """
+    # cos = <s, P/|P|> / |s|: the same value as the official <s/|s|, P/|P|> up to rounding, without writing a
+    # normalised copy of the [V, T, N_t, D] samples.
+    norms = torch.linalg.vector_norm(samples, dim=-1)
+    cosines = torch.linalg.vecdot(samples, _unit(video_pooled)[:, None]) / norms
+    # argmax returns the first maximal index (official: first on ties); torch.max(dim) does not promise it.
+    best_trial = cosines.argmax(dim=1)
+    best_cosine = cosines.gather(1, best_trial[:, None]).squeeze(1)
+    index = best_trial[:, None, :, None].expand(-1, 1, -1, samples.shape[-1])
+    selected = samples.gather(1, index).squeeze(1) / norms.gather(1, best_trial[:, None]).squeeze(1)[..., None]
+    return best_cosine, best_trial, selected
+
+
+def best_of_shared_trials(
+    text: torch.Tensor, log_radius: torch.Tensor, noise: torch.Tensor, video_pooled: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """`best_of_trials` for noise shared by every video (`noise [T, N_t, D]`), without forming the samples.
+
+    With `s = t + eps * r` (`r = exp(log_radius)`): `<s, P_hat> = <t, P_hat> + <eps, r * P_hat>` and
+    `|s|^2 = |t|^2 + 2 <eps, r * t> + <eps^2, r^2>`, three batched GEMMs over the texts
+    (`[N_t, T, D] x [N_t, D, V]`) instead of a `[V, T, N_t, D]` tensor. Same values up to rounding.
+
+    Args:
+        text: `[N_t, D]`; log_radius: `[V, N_t, D]`; noise: `[T, N_t, D]`; video_pooled: `[V, N_t, D]`.
+    Returns:
+        As `best_of_trials`: `best_cosine [V, N_t]`, `best_trial [V, N_t]`, `selected [V, N_t, D]`.
+    """
+    radius = torch.exp(log_radius)
+    pooled_unit = _unit(video_pooled)
+    eps = noise.transpose(0, 1)  # [N_t, T, D]
+
+    def per_text(vectors: torch.Tensor, left: torch.Tensor = eps) -> torch.Tensor:  # [V, N_t, D] -> [V, T, N_t]
+        return torch.bmm(left, vectors.permute(1, 2, 0)).permute(2, 1, 0)
+
+    dots = (text[None] * pooled_unit).sum(-1)[:, None] + per_text(radius * pooled_unit)
+    squared_norms = text.pow(2).sum(-1) + 2 * per_text(radius * text[None]) + per_text(radius.pow(2), eps.pow(2))
+    cosines = dots / squared_norms.clamp_min(torch.finfo(squared_norms.dtype).tiny).sqrt()
+    best_trial = cosines.argmax(dim=1)
+    best_cosine = cosines.gather(1, best_trial[:, None]).squeeze(1)
+    best_noise = noise[best_trial, torch.arange(text.shape[0], device=text.device)[None]]  # [V, N_t, D]
+    selected = _unit(torch.addcmul(text, best_noise, radius))
+    return best_cosine, best_trial, selected
+
+
+def draw_prior_noise(
+    shape: tuple[int, ...],
+    prior: str,
+    std: float,
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    block_ndim: int = 2,
+) -> torch.Tensor:
+    """Draw raw prior noise `eps` of `shape` (§4.2), float32.
+
+    `"uniform01"`: `U[0, 1)`; `"normal"`: `N(0, std^2)`. Draws on `generator`'s device when one is given, else from
+    the global generator of `device` (CPU by default). One draw of the whole tensor yields the same values as the
+    official code's successive draws of `shape[-block_ndim:]` blocks (§11); for the normal prior this holds only when
+    a block's size is a multiple of 16, so such draws are made block by block otherwise.
+    """
+    draw_device = generator.device if generator is not None else torch.device(device if device is not None else "cpu")
+    if prior == "uniform01":
+        return torch.rand(shape, generator=generator, device=draw_device)
+    if prior != "normal":
+        raise ValueError(f"Unknown stochastic prior {prior!r}; expected 'uniform01' or 'normal'")
+    block_shape = tuple(shape[len(shape) - block_ndim :])
+    if math.prod(block_shape) % 16 == 0 or len(shape) <= block_ndim:
+        return torch.normal(0.0, std, size=shape, generator=generator, device=draw_device)
+    num_blocks = math.prod(shape[: len(shape) - block_ndim])
+    blocks = [
+        torch.normal(0.0, std, size=block_shape, generator=generator, device=draw_device) for _ in range(num_blocks)
+    ]
+    return torch.stack(blocks).view(shape)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Modules
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class TMassIdentityLinear(nn.Linear):
+    """`nn.Linear` that the model initialises to the identity (`weight = eye(out, in)`, `bias = 0`), as the official
+    code initialises every Linear of the pooling (§3) and the radius (`eye(D, F)`, §4.1)."""
+
+
+class TMassCrossAttention(nn.Module):
+    """Multi-head cross-attention of texts (queries) over the frames of every video (§3, steps 2-5 before `LN_2`).
+
+    Weights follow `nn.Linear` layout `[out, in]`; head `h` owns features `h * d_h ... (h + 1) * d_h - 1`.
+    """
+
+    def __init__(self, config: TMassConfig):
+        super().__init__()
+        self.embed_dim = config.embed_dim
+        self.num_heads = config.num_pooling_heads
+        self.head_dim = self.embed_dim // self.num_heads
+        self.q_proj = TMassIdentityLinear(self.embed_dim, self.embed_dim)
+        self.k_proj = TMassIdentityLinear(self.embed_dim, self.embed_dim)
+        self.v_proj = TMassIdentityLinear(self.embed_dim, self.embed_dim)
+        self.out_proj = TMassIdentityLinear(self.embed_dim, self.embed_dim)
+
+    def forward(self, text: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            text: `[N_t, D]` (after `LN_1`).
+            frames: `[N_v, F, D]` (after `LN_1`).
+        Returns:
+            `[N_v, N_t, D]`: `out_proj` of the attended values, every video attended by every text.
+        """
+        num_texts, num_videos, num_frames = text.shape[0], frames.shape[0], frames.shape[1]
+        # [H, d_h, N_t]
+        query = self.q_proj(text).view(num_texts, self.num_heads, self.head_dim).permute(1, 2, 0)
+        # [N_v, H, F, d_h] and [N_v, H, d_h, F]
+        key = self.k_proj(frames).view(num_videos, num_frames, self.num_heads, self.head_dim).transpose(1, 2)
+        value = self.v_proj(frames).view(num_videos, num_frames, self.num_heads, self.head_dim).permute(0, 2, 3, 1)
+        # Logits [N_v, H, F, N_t], softmax over the frames. The official `attention_temperature` is never used:
+        # the only scaling is 1/sqrt(d_h).
+        attention = torch.softmax(torch.matmul(key, query) / math.sqrt(self.head_dim), dim=2)
+        # [N_v, H, d_h, N_t] -> [N_v, N_t, H, d_h] -> heads concatenated in order
+        context = torch.matmul(value, attention).permute(0, 3, 1, 2).reshape(num_videos, num_texts, self.embed_dim)
+        return self.out_proj(context)
+
+
+class TMassTextConditionedPooling(nn.Module):
+    """X-Pool text-conditioned frame pooling (§3): `p(v | t) = LN_3(x + Dropout(W_l x + b_l))`,
+    `x = LN_2(CrossAttn(LN_1(t), LN_1(f)))`. One LayerNorm (`layer_norm1`) is shared by texts and frames.
+
+    Official keys `pool_frames.*` map one-to-one onto `frame_pooling.*`.
+    """
+
+    def __init__(self, config: TMassConfig):
+        super().__init__()
+        embed_dim = config.embed_dim
+        eps = config.pooling_layer_norm_eps
+        self.layer_norm1 = nn.LayerNorm(embed_dim, eps=eps)
+        self.cross_attn = TMassCrossAttention(config)
+        self.layer_norm2 = nn.LayerNorm(embed_dim, eps=eps)
+        self.linear_proj = TMassIdentityLinear(embed_dim, embed_dim)
+        self.dropout = nn.Dropout(config.pooling_dropout)
+        self.layer_norm3 = nn.LayerNorm(embed_dim, eps=eps)
+
+    def forward(self, text_embeds: torch.Tensor, frame_embeds: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            text_embeds: `[N_t, D]` CLIP text features.
+            frame_embeds: `[N_v, F, D]` CLIP frame features.
+        Returns:
+            `[N_v, N_t, D]`: `P[a, n]`, video `a` pooled with text `n` as the query.
+        """
+        text = self.layer_norm1(text_embeds)
+        frames = self.layer_norm1(frame_embeds)
+        attended = self.layer_norm2(self.cross_attn(text, frames))
+        # Dropout only on the linear branch; no residual from the text, no MLP (§3 step 6).
+        pooled = attended + self.dropout(self.linear_proj(attended))
+        return self.layer_norm3(pooled)
+
+
+class TMassSimilarityRadius(nn.Module):
+    """Similarity-aware radius of the text mass (§4.1): `log r(t, v) = W_r s(t, v) + b_r`, with
+    `s_i = cos(t, f_i)` over the `F` frames and `W_r` an `nn.Linear(F, D)`.
+
+    The official `LinearCosRadius` (key `stochastic.std_branch.linear_proj.*`, mapped to `radius.linear_proj.*`)
+    computes `s` through an `[N, F, F]` product for paired inputs only (§12.3); here `s` is one batched product.
+    """
+
+    def __init__(self, config: TMassConfig):
+        super().__init__()
+        self.num_frames = config.num_frames
+        self.linear_proj = TMassIdentityLinear(config.num_frames, config.embed_dim)
+
+    def _check_frames(self, frame_embeds: torch.Tensor) -> None:
+        if frame_embeds.shape[-2] != self.num_frames:
+            raise ValueError(
+                f"frame_embeds has {frame_embeds.shape[-2]} frames per video but the radius module was built for "
+                f"num_frames={self.num_frames} (the radius is an nn.Linear(F, D))"
+            )
+
+    def forward(self, text_embeds: torch.Tensor, frame_embeds: torch.Tensor) -> torch.Tensor:
+        """Log-radius of every text with respect to every video.
+
+        Args:
+            text_embeds: `[N_t, D]`; frame_embeds: `[N_v, F, D]` (raw CLIP features).
+        Returns:
+            `[N_v, N_t, D]`: `l[a, n] = W_r s(t_n, f_a) + b_r`.
+        """
+        self._check_frames(frame_embeds)
+        cosines = torch.einsum("nd,afd->anf", _unit(text_embeds), _unit(frame_embeds))
+        return self.linear_proj(cosines)
+
+    def forward_pairs(self, text_embeds: torch.Tensor, frame_embeds: torch.Tensor) -> torch.Tensor:
+        """Log-radius of text `i` with respect to video `i` only (training, §5.1).
+
+        Args:
+            text_embeds: `[B, D]`; frame_embeds: `[B, F, D]`.
+        Returns:
+            `[B, D]`.
+        """
+        self._check_frames(frame_embeds)
+        cosines = torch.einsum("bd,bfd->bf", _unit(text_embeds), _unit(frame_embeds))
+        return self.linear_proj(cosines)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class TMassPreTrainedModel(PreTrainedModel):
+    config: TMassConfig
+    config_class = TMassConfig
+    base_model_prefix = "tmass"
+    main_input_name = "pixel_values_videos"
+    input_modalities = ("video", "text")
+    supports_gradient_checkpointing = True
+    _no_split_modules = [
+        "CLIPTextEmbeddings",
+        "CLIPEncoderLayer",
+        "CLIPVisionEmbeddings",
+        "TMassTextConditionedPooling",
+    ]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_attention_backend = True
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        """T-MASS initialisation (§3-4): identity Linear maps / zero biases in the pooling, `W_r = eye(D, F)`,
+        `b_r = 0` in the radius. CLIP keeps its own initialisation (dispatched to `CLIPModel._init_weights`)."""
+        super()._init_weights(module)
+        # Handled at the Linear level: transformers skips parameter-less parent modules in custom code.
+        if isinstance(module, TMassIdentityLinear):
+            init.eye_(module.weight)
+            init.zeros_(module.bias)
+
+
+class TMassModel(TMassPreTrainedModel):
+    r"""
+    T-MASS: CLIP (`self.clip`, a `transformers.CLIPModel`), the text-conditioned pooling (`self.frame_pooling`, §3)
+    and the similarity-aware radius (`self.radius`, §4). Texts are encoded once, videos once (per frame); the
+    text-conditioned scoring of every (text, video) pair happens in [`~TMassModel.similarity`].
+    """
+
+    def __init__(self, config: TMassConfig):
+        super().__init__(config)
+        self.clip = CLIPModel._from_config(config.clip_config)
+        self.frame_pooling = TMassTextConditionedPooling(config)
+        self.radius = TMassSimilarityRadius(config)
+        self.post_init()
+
+    # ----------------------------------------------------------------------------------------------------- builders
+
+    @classmethod
+    def from_clip(cls, clip_model_or_path: "CLIPModel | str", **tmass_fields) -> "TMassModel":
+        """Build a T-MASS model around a `transformers.CLIPModel` (an object or a local folder), with the official
+        initialisation of the new modules (§3-4: identity pooling maps, `W_r = eye(D, F)`, zero biases).
+
+        Args:
+            clip_model_or_path: a `CLIPModel` instance, or a path/name `CLIPModel.from_pretrained` accepts.
+            **tmass_fields: other [`TMassConfig`] fields (`num_frames`, `num_pooling_heads`, ...).
+        """
+        if "clip_config" in tmass_fields:
+            raise ValueError("from_clip takes the CLIP architecture from the CLIP model; do not pass clip_config")
+        if isinstance(clip_model_or_path, CLIPModel):
+            clip_model = clip_model_or_path
+        elif isinstance(clip_model_or_path, str) or hasattr(clip_model_or_path, "__fspath__"):
+            clip_model = CLIPModel.from_pretrained(clip_model_or_path)
+        else:
+            raise TypeError(
+                f"clip_model_or_path must be a transformers CLIPModel or a path, got {type(clip_model_or_path)}"
+            )
+        clip_config = clip_model.config.to_dict()
+        config = TMassConfig(clip_config=clip_config, **tmass_fields)
+        model = cls(config)
+        model.clip.load_state_dict(clip_model.state_dict())
+        return model.to(next(clip_model.parameters()).dtype)
+
+    def clamp_logit_scale_(self) -> None:
+        """Clamp CLIP's `logit_scale` to `<= config.logit_scale_max` in place (after every optimizer step, §5.5)."""
+        with torch.no_grad():
+            self.clip.logit_scale.clamp_(max=self.config.logit_scale_max)
+
+    # ----------------------------------------------------------------------------------------------------- features
+
+    def get_text_features(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
+    ) -> torch.Tensor:
+        """CLIP projected text embeddings `t` (§2), not normalised.
+
+        Args:
+            input_ids: `[B, L]`; attention_mask: `[B, L]`.
+        Returns:
+            `[B, D]`.
+        """
+        return self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask, **kwargs).pooler_output
+
+    def get_video_features(self, pixel_values_videos: torch.Tensor, **kwargs) -> torch.Tensor:
+        """CLIP projected per-frame embeddings `f` (§2), not normalised.
+
+        Args:
+            pixel_values_videos: `[B, F, 3, H, W]`.
+        Returns:
+            `[B, F, D]` (frame-major within each video).
+        """
+        return self._encode_frames(pixel_values_videos, **kwargs)[0]
+
+    def _encode_frames(self, pixel_values_videos: torch.Tensor, **kwargs):
+        if pixel_values_videos.dim() != 5:
+            raise ValueError(
+                "pixel_values_videos must have shape (batch, frames, 3, height, width), got "
+                f"{tuple(pixel_values_videos.shape)}"
+            )
+        batch_size, num_frames = pixel_values_videos.shape[:2]
+        vision_outputs = self.clip.get_image_features(pixel_values=pixel_values_videos.flatten(0, 1), **kwargs)
+        frame_embeds = vision_outputs.pooler_output.view(batch_size, num_frames, -1)
+        return frame_embeds, vision_outputs
+
+    # ------------------------------------------------------------------------------------------------------ forward
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        return_loss: bool = True,
+        noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> TMassOutput | tuple:
+        r"""
+        Training forward on `B` (caption, video) pairs, pair `i` = (`input_ids[i]`, `pixel_values_videos[i]`) (§5).
+
+        1. `t = CLIP_text` `[B, D]`, `f = CLIP_image` `[B, F, D]`; `p = Pool(t, f)` `[B, B, D]` (dropout in train mode).
+        2. Positive-pair log-radius `l_i = W_r s(t_i, v_i) + b_r` and one sample `t_s,i = t_i + eps_i * exp(l_i)`.
+        3. `S[i, j] = cos(t_s,i, p[j, i])`, `loss_main` = symmetric InfoNCE on `exp(logit_scale) * S`.
+        4. Support text and `loss_support` (§5.3); `loss = loss_main + support_loss_weight * loss_support`.
+
+        The same computation runs in eval mode (as the official eval forward, which also samples). Retrieval
+        scores come from [`~TMassModel.similarity`], not from this method.
+
+        Args:
+            return_loss: compute the losses (default true, so that the HF `Trainer` can train the model).
+            noise: optional raw prior sample `eps` `[B, D]` (already scaled by the normal prior's std).
+            generator: optional `torch.Generator` for `eps` when `noise` is not given; otherwise the global RNG
+                (uniform prior: on the text features' device, as `rand_like`; normal prior: on the CPU, as the
+                official code).
+        """
+        if input_ids is None or pixel_values_videos is None:
+            raise ValueError("forward needs both input_ids and pixel_values_videos (B caption-video pairs)")
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if output_hidden_states is not None:
+            kwargs["output_hidden_states"] = output_hidden_states
+        if input_ids.shape[0] != pixel_values_videos.shape[0]:
+            raise ValueError(
+                f"forward takes pairs: input_ids has {input_ids.shape[0]} texts but pixel_values_videos has "
+                f"{pixel_values_videos.shape[0]} videos"
+            )
+
+        text_outputs = self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        text_embeds = text_outputs.pooler_output
+        frame_embeds, vision_outputs = self._encode_frames(pixel_values_videos, **kwargs)
+
+        output = self.compute_loss(text_embeds, frame_embeds, noise=noise, generator=generator, return_loss=return_loss)
+        output.text_model_output = text_outputs
+        output.vision_model_output = vision_outputs
+        return output if return_dict else output.to_tuple()
+
+    def compute_loss(
+        self,
+        text_embeds: torch.Tensor,
+        frame_embeds: torch.Tensor,
+        *,
+        noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        return_loss: bool = True,
+    ) -> TMassOutput:
+        r"""
+        The training computation of §5.1-5.3 on already-encoded pairs: pair `i` = (`text_embeds[i]`,
+        `frame_embeds[i]`), `text_embeds` `[B, D]`, `frame_embeds` `[B, F, D]`.
+
+        [`~TMassModel.forward`] calls it after the CLIP towers; a distributed training script calls it on
+        features all-gathered (with gradient) from every process, so that every text meets every video of
+        the global batch.
+
+        Args:
+            noise: optional raw prior sample `eps` `[B, D]`; otherwise drawn from `generator` or the global RNG.
+            return_loss: compute `loss`, `loss_main`, `loss_support`.
+        """
+        video_pooled = self.frame_pooling(text_embeds, frame_embeds)  # [B(video), B(text), D]
+        # Train/test mismatch kept for parity (§12.9): the positive pair's radius is used against every video.
+        log_radius = self.radius.forward_pairs(text_embeds, frame_embeds)  # [B, D]
+        if noise is None:
+            device = text_embeds.device if self.config.stochastic_prior == "uniform01" else "cpu"
+            noise = draw_prior_noise(
+                tuple(text_embeds.shape),
+                self.config.stochastic_prior,
+                self.config.stochastic_prior_std,
+                generator=generator,
+                device=device,
+            )
+        elif noise.shape != text_embeds.shape:
+            raise ValueError(f"noise must have shape {tuple(text_embeds.shape)} (B, D), got {tuple(noise.shape)}")
+        noise = noise.to(device=text_embeds.device, dtype=text_embeds.dtype)
+        text_stochastic = sample_text_mass(text_embeds, log_radius, noise)
+        text_support = support_text(text_embeds, video_pooled, log_radius)
+
+        logit_scale = self.clip.logit_scale.exp()
+        logits_per_text = logit_scale * pairwise_pooled_cosine(text_stochastic, video_pooled)
+        logits_per_text_support = logit_scale * pairwise_pooled_cosine(text_support, video_pooled)
+
+        loss = loss_main = loss_support = None
+        if return_loss:
+            loss_main = symmetric_info_nce(logits_per_text)
+            loss_support = symmetric_info_nce(logits_per_text_support)
+            loss = loss_main + self.config.support_loss_weight * loss_support
+
+        return TMassOutput(
+            loss=loss,
+            loss_main=loss_main,
+            loss_support=loss_support,
+            logits_per_text=logits_per_text,
+            logits_per_video=logits_per_text.t(),
+            text_embeds=text_embeds,
+            video_embeds=frame_embeds,
+            video_pooled=video_pooled,
+            log_radius=log_radius,
+            text_stochastic=text_stochastic,
+            text_support=text_support,
+            logits_per_text_support=logits_per_text_support,
+        )
+
+    # --------------------------------------------------------------------------------------------------- similarity
+
+    @torch.no_grad()
+    def similarity(
+        self,
+        text_embeds: torch.Tensor,
+        frame_embeds: torch.Tensor,
+        *,
+        num_trials: int | None = None,
+        protocol: str = "paper",
+        noise: str | None = None,
+        text_to_video: torch.Tensor | list[int] | None = None,
+        generator: torch.Generator | None = None,
+        noise_tensor: torch.Tensor | None = None,
+        chunk_size: int | None = None,
+    ) -> torch.Tensor:
+        r"""
+        Text-conditioned retrieval scores of every text against every video (§6), vectorised over pairs and
+        streamed over chunks of videos (memory `O(chunk * T * N_t * D)`, never a full `[N_v, N_t, D]` tensor).
+
+        For each video `a` and text `n`: pool `P[a, n]` (§3), compute the log-radius `l[a, n]` once (§4.1), draw `T`
+        samples `t_s[a, k, n] = t_n + eps[a, k, n] * exp(l[a, n])` (§4.2) and keep the best trial
+        `t_hat[a, n]` (normalised) by `cos(t_s, P[a, n])` (first index on ties). The pooling's dropout follows the
+        module mode: call `model.eval()` first, as the official evaluation does.
+
+        Protocols:
+            * `"paper"` (default): `score[n, a] = cos(t_hat[a, n], P[a, n])`, the best trial's cosine with the video
+              pooled by the same text. Returns `[N_t, N_v]`; works for any caption counts.
+            * `"official"`: the released evaluation, kept ONLY for parity tests and to reproduce published numbers.
+              **It leaks the ground truth** (§6.6, §12.1): `sims[j, c, a] = cos(t_hat[a, n(j, c)], P[a, n(a, c)])`
+              scores candidate video `a` pooled with *its own* `c`-th caption. Returns the official `[N_v, C, N_v]`
+              layout (text group `j`, caption slot `c`, video `a`; `n(j, c)` = the `c`-th text of video `j` in text
+              order; needs `text_to_video`). With ragged caption counts the official NaN pattern is reproduced:
+              rows `(j, c)` of missing captions and columns `(c, a)` where video `a` has no `c`-th caption are NaN.
+
+        Args:
+            text_embeds: `[N_t, D]` CLIP text features (not normalised).
+            frame_embeds: `[N_v, F, D]` CLIP frame features of distinct videos.
+            num_trials: `T` (default `config.num_trials`); 0 scores the mean text `t` (no stochastic trials).
+            noise: `"per_pair"` (one draw per video, trial and text: the official distribution and random stream)
+                or `"shared"` (one `[T, N_t, D]` draw reused for every video: the same per-pair distribution, `N_v`
+                times fewer draws, and scored by GEMMs without forming the samples, see `best_of_shared_trials`).
+                Default `config.similarity_noise`.
+            text_to_video: `[N_t]` video index of every text (needed by `"official"`).
+            generator: `torch.Generator` for the noise (draws on its device). Without one the global CPU generator
+                is used, as the official evaluation (which runs its trials on the CPU).
+            noise_tensor: injected raw prior sample (already scaled by the normal prior's std): `[N_v, T, N_t, D]`
+                (video-major, the official order) for `"per_pair"`, `[T, N_t, D]` for `"shared"`.
+            chunk_size: videos per chunk (default `config.similarity_chunk_size`, else automatic). Results do not
+                depend on it; per-pair draws take a whole `[chunk, T, N_t, D]` block, which replays the official
+                serial stream (§11).
+        Returns:
+            `[N_t, N_v]` (`"paper"`) or `[N_v, C, N_v]` (`"official"`), in the dtype of `text_embeds`.
+        """
+        if protocol not in _PROTOCOLS:
+            raise ValueError(f"protocol must be one of {_PROTOCOLS}, got {protocol!r}")
+        noise = noise if noise is not None else self.config.similarity_noise
+        if noise not in _NOISE_MODES:
+            raise ValueError(f"noise must be one of {_NOISE_MODES}, got {noise!r}")
+        embed_dim = self.config.embed_dim
+        if text_embeds.dim() != 2 or text_embeds.shape[-1] != embed_dim:
+            raise ValueError(f"text_embeds must have shape (N_t, {embed_dim}), got {tuple(text_embeds.shape)}")
+        if frame_embeds.dim() != 3 or frame_embeds.shape[-1] != embed_dim:
+            raise ValueError(f"frame_embeds must have shape (N_v, F, {embed_dim}), got {tuple(frame_embeds.shape)}")
+        self.radius._check_frames(frame_embeds)
+        num_texts, num_videos = text_embeds.shape[0], frame_embeds.shape[0]
+        device, dtype = text_embeds.device, text_embeds.dtype
+        frame_embeds = frame_embeds.to(device=device, dtype=dtype)
+
+        num_trials = self._resolve_num_trials(num_trials, noise, noise_tensor, num_texts, num_videos)
+        caption_slots = None
+        if text_to_video is not None or protocol == "official":
+            caption_slots = _caption_slots(text_to_video, num_texts, num_videos, protocol, device)
+
+        if chunk_size is None:
+            chunk_size = self.config.similarity_chunk_size
+        if chunk_size is None:
+            per_video = max(1, max(num_trials, 1) * num_texts * embed_dim)
+            chunk_size = max(1, _DEFAULT_CHUNK_ELEMENTS // per_video)
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+
+        prior, prior_std = self.config.stochastic_prior, float(self.config.stochastic_prior_std)
+        shared_noise = None
+        if num_trials > 0 and noise == "shared":
+            if noise_tensor is None:
+                noise_tensor = draw_prior_noise(
+                    (num_trials, num_texts, embed_dim), prior, prior_std, generator=generator
+                )
+            shared_noise = noise_tensor.to(device=device, dtype=dtype)  # [T, N_t, D]
+
+        text_unit = _unit(text_embeds)
+        if protocol == "paper":
+            scores = torch.empty(num_texts, num_videos, device=device, dtype=dtype)
+        else:
+            # Per video, the scores of every text against its own caption slots: [N_v, N_t, C].
+            own_slot_scores = torch.empty(num_videos, num_texts, caption_slots.shape[1], device=device, dtype=dtype)
+
+        for start in range(0, num_videos, chunk_size):
+            stop = min(start + chunk_size, num_videos)
+            video_pooled = self.frame_pooling(text_embeds, frame_embeds[start:stop])  # [c, N_t, D]
+            if num_trials == 0:
+                selected = text_unit.expand(stop - start, -1, -1)
+                best_cosine = torch.einsum("vnd,vnd->vn", selected, _unit(video_pooled))
+            else:
+                log_radius = self.radius(text_embeds, frame_embeds[start:stop])  # once per pair, all trials
+                if shared_noise is not None:
+                    best_cosine, _, selected = best_of_shared_trials(
+                        text_embeds, log_radius, shared_noise, video_pooled
+                    )
+                else:
+                    radius = torch.exp(log_radius)[:, None]  # [c, 1, N_t, D]
+                    if noise_tensor is not None:
+                        chunk_noise = noise_tensor[start:stop].to(device=device, dtype=dtype)
+                        samples = torch.addcmul(text_embeds, chunk_noise, radius)  # t + eps * r (§4.2)
+                    else:
+                        # One draw for the whole chunk replays the official per-(video, trial) stream (§11).
+                        chunk_noise = draw_prior_noise(
+                            (stop - start, num_trials, num_texts, embed_dim), prior, prior_std, generator=generator
+                        ).to(device=device, dtype=dtype)
+                        samples = chunk_noise.mul_(radius).add_(text_embeds)  # in place in the fresh noise buffer
+                    best_cosine, _, selected = best_of_trials(samples, video_pooled)
+                    del samples, chunk_noise
+            if protocol == "paper":
+                scores[:, start:stop] = best_cosine.t()
+            else:
+                # Only the video's own caption slots are needed (§12.5): [c, C, D], NaN for missing slots.
+                slots = caption_slots[start:stop]
+                rows = torch.arange(stop - start, device=device)[:, None]
+                own_pooled = _unit(video_pooled[rows, slots.clamp(min=0)])
+                own_pooled = own_pooled.masked_fill((slots < 0)[..., None], float("nan"))
+                own_slot_scores[start:stop] = torch.einsum("vnd,vcd->vnc", selected, own_pooled)
+
+        if protocol == "paper":
+            return scores
+        return _official_layout(own_slot_scores, caption_slots)
+
+    def _resolve_num_trials(self, num_trials, noise, noise_tensor, num_texts, num_videos) -> int:
+        embed_dim = self.config.embed_dim
+        if noise_tensor is not None:
+            expected_dims = 4 if noise == "per_pair" else 3
+            if noise_tensor.dim() != expected_dims:
+                layout = "(N_v, T, N_t, D)" if noise == "per_pair" else "(T, N_t, D)"
+                raise ValueError(
+                    f"noise_tensor for noise={noise!r} must have shape {layout}, got {tuple(noise_tensor.shape)}"
+                )
+            injected_trials = noise_tensor.shape[-3]
+            expected = (num_videos, injected_trials, num_texts, embed_dim)[4 - expected_dims :]
+            if tuple(noise_tensor.shape) != expected:
+                raise ValueError(f"noise_tensor must have shape {expected}, got {tuple(noise_tensor.shape)}")
+            if num_trials is not None and num_trials != injected_trials:
+                raise ValueError(f"num_trials={num_trials} disagrees with noise_tensor's {injected_trials} trials")
+            num_trials = injected_trials
+        num_trials = self.config.num_trials if num_trials is None else int(num_trials)
+        if num_trials < 0:
+            raise ValueError(f"num_trials must be >= 0, got {num_trials}")
+        return num_trials
+
+
+def _caption_slots(text_to_video, num_texts: int, num_videos: int, protocol: str, device) -> torch.Tensor:
+    """`[N_v, C]` text index of the `c`-th caption of each video (text order), `-1` where a video has fewer."""
+    if text_to_video is None:
+        raise ValueError('protocol="official" needs text_to_video (the video index of every text)')
+    text_to_video = torch.as_tensor(text_to_video, device=device).long()
+    if text_to_video.shape != (num_texts,):
+        raise ValueError(f"text_to_video must have shape ({num_texts},), got {tuple(text_to_video.shape)}")
+    if num_texts and (text_to_video.min() < 0 or text_to_video.max() >= num_videos):
+        raise ValueError(f"text_to_video values must be video indices in [0, {num_videos})")
+    counts = torch.bincount(text_to_video, minlength=num_videos)
+    if protocol == "official" and bool((counts == 0).any()):
+        missing = torch.nonzero(counts == 0).flatten().tolist()
+        raise ValueError(f'protocol="official" needs at least one caption per video; videos without one: {missing}')
+    num_slots = max(int(counts.max()), 1) if num_texts else 1
+    # Stable sort by video keeps text order within a video; slot = position inside the video's group.
+    order = torch.sort(text_to_video, stable=True).indices
+    sorted_videos = text_to_video[order]
+    group_starts = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(num_texts, device=device) - group_starts[sorted_videos]
+    slots = torch.full((num_videos, num_slots), -1, dtype=torch.long, device=device)
+    slots[sorted_videos, slot] = order
+    return slots
+
+
+def _official_layout(own_slot_scores: torch.Tensor, caption_slots: torch.Tensor) -> torch.Tensor:
+    """`sims[j, c, a] = own_slot_scores[a, n(j, c), c]`, NaN where caption `(j, c)` does not exist (§6.6)."""
+    num_videos, num_slots = caption_slots.shape
+    slot_index = torch.arange(num_slots, device=caption_slots.device)
+    # [N_v(a), N_v(j), C] -> [j, c, a]
+    gathered = own_slot_scores[:, caption_slots.clamp(min=0), slot_index[None, :]]
+    sims = gathered.permute(1, 2, 0).contiguous()
+    return sims.masked_fill((caption_slots < 0)[..., None], float("nan"))
+
+
+__all__ = [
+    "TMassModel",
+    "TMassOutput",
+    "TMassPreTrainedModel",
+    "TMassTextConditionedPooling",
+    "TMassSimilarityRadius",
+    "best_of_shared_trials",
+    "best_of_trials",
+    "draw_prior_noise",
+    "pairwise_pooled_cosine",
+    "sample_text_mass",
+    "support_text",
+    "symmetric_info_nce",
+]

@@ -1,0 +1,350 @@
+"""Real data-set loaders on tiny annotation files written in the real formats, with tiny video files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import pickle
+import shutil
+import warnings
+from pathlib import Path
+
+import decord
+import numpy as np
+import pytest
+
+from video_text_retrieval.data.loaders import (
+    explode_captions,
+    load_didemo,
+    load_lsmdc,
+    load_msrvtt,
+    load_msvd,
+    load_plain_pickle,
+    load_retrieval_dataset,
+    lsmdc_movie_of,
+    read_jsonl,
+    text_to_video_index,
+    write_jsonl,
+)
+from video_text_retrieval.data.synthetic import write_mp4
+
+
+@pytest.fixture(scope="module")
+def template_video(tmp_path_factory) -> Path:
+    """One real 4-frame 32x32 mp4; the tests copy it under the names a data set expects."""
+    path = tmp_path_factory.mktemp("template") / "clip.mp4"
+    frames = np.zeros((4, 32, 32, 3), dtype=np.uint8)
+    frames[:, :, :, 0] = np.arange(4)[:, None, None] * 60
+    write_mp4(path, frames, fps=4)
+    return path
+
+
+def _place_videos(template: Path, videos_dir: Path, relative_paths) -> None:
+    for relative in relative_paths:
+        target = videos_dir / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(template, target)
+
+
+def _write_csv(path: Path, header, rows) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# MSR-VTT
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def msrvtt(tmp_path, template_video):
+    root = tmp_path / "msrvtt"
+    root.mkdir()
+    sentences = [
+        {"caption": "a man is singing", "video_id": "video0", "sen_id": 0},
+        {"caption": "a dog runs", "video_id": "video1", "sen_id": 1},
+        {"caption": "someone sings on stage", "video_id": "video0", "sen_id": 2},
+        {"caption": "a cat sleeps", "video_id": "video2", "sen_id": 3},
+        {"caption": "a  man\nsinging loudly ", "video_id": "video0", "sen_id": 4},
+        {"caption": "the cat is asleep", "video_id": "video2", "sen_id": 5},
+    ]
+    videos = [{"video_id": f"video{i}", "split": "train", "id": i} for i in range(4)]
+    (root / "MSRVTT_data.json").write_text(json.dumps({"info": {}, "videos": videos, "sentences": sentences}))
+    _write_csv(root / "MSRVTT_train.9k.csv", ["video_id"], [["video2"], ["video0"]])
+    _write_csv(
+        root / "MSRVTT_JSFUSION_test.csv",
+        ["key", "vid_key", "video_id", "sentence"],
+        [["ret0", "msr1", "video1", "a dog runs in a park"], ["ret1", "msr3", "video3", "a car, red and fast"]],
+    )
+    _place_videos(template_video, root / "videos", ["video0.mp4", "video1.mp4", "video2.mp4", "video3.mp4"])
+    return root
+
+
+def test_msrvtt_train_csv_takes_every_caption_from_the_data_json(msrvtt):
+    records = load_msrvtt(msrvtt / "MSRVTT_train.9k.csv", msrvtt / "videos", data_json=msrvtt / "MSRVTT_data.json")
+    assert [r["video_id"] for r in records] == ["video2", "video0"]  # CSV order
+    assert records[0]["captions"] == ["a cat sleeps", "the cat is asleep"]
+    assert records[1]["captions"] == ["a man is singing", "someone sings on stage", "a man singing loudly"]
+    assert records[1]["video_path"] == os.path.abspath(msrvtt / "videos" / "video0.mp4")
+    assert len(decord.VideoReader(records[1]["video_path"])) == 4  # a real video file
+
+
+def test_msrvtt_jsfusion_test_csv_gives_one_caption_per_video(msrvtt):
+    records = load_msrvtt(msrvtt / "MSRVTT_JSFUSION_test.csv", msrvtt / "videos")
+    assert [(r["video_id"], r["captions"]) for r in records] == [
+        ("video1", ["a dog runs in a park"]),
+        ("video3", ["a car, red and fast"]),
+    ]
+
+
+def test_msrvtt_errors_name_the_problem(msrvtt):
+    with pytest.raises(ValueError, match="data_json"):
+        load_msrvtt(msrvtt / "MSRVTT_train.9k.csv", msrvtt / "videos")
+    _write_csv(msrvtt / "bad.csv", ["vid"], [["video0"]])
+    with pytest.raises(ValueError, match="video_id"):
+        load_msrvtt(msrvtt / "bad.csv", msrvtt / "videos")
+    _write_csv(msrvtt / "MSRVTT_train.7k.csv", ["video_id"], [["video0"], ["video9"]])
+    with pytest.raises(ValueError, match="video9"):
+        load_msrvtt(msrvtt / "MSRVTT_train.7k.csv", msrvtt / "videos", data_json=msrvtt / "MSRVTT_data.json")
+    with pytest.raises(FileNotFoundError, match="split_csv"):
+        load_msrvtt(msrvtt / "absent.csv", msrvtt / "videos")
+    with pytest.raises(FileNotFoundError, match="videos_dir"):
+        load_msrvtt(msrvtt / "MSRVTT_JSFUSION_test.csv", msrvtt / "no_videos_here")
+
+
+def test_missing_video_raises_naming_its_id_or_is_dropped_with_one_warning(msrvtt):
+    (msrvtt / "videos" / "video3.mp4").unlink()
+    with pytest.raises(FileNotFoundError, match="video3"):
+        load_msrvtt(msrvtt / "MSRVTT_JSFUSION_test.csv", msrvtt / "videos")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        records = load_msrvtt(msrvtt / "MSRVTT_JSFUSION_test.csv", msrvtt / "videos", on_missing="drop")
+    assert [r["video_id"] for r in records] == ["video1"]
+    assert len(caught) == 1 and issubclass(caught[0].category, UserWarning)
+    assert "video3" in str(caught[0].message) and "dropped 1" in str(caught[0].message)
+    with pytest.raises(ValueError, match="on_missing"):
+        load_msrvtt(msrvtt / "MSRVTT_JSFUSION_test.csv", msrvtt / "videos", on_missing="skip")
+    (msrvtt / "videos" / "video1.mp4").unlink()  # nothing left: a wrong videos_dir, not a few gaps
+    with pytest.raises(FileNotFoundError, match="none of the 2 videos"):
+        load_msrvtt(msrvtt / "MSRVTT_JSFUSION_test.csv", msrvtt / "videos", on_missing="drop")
+
+
+# ----------------------------------------------------------------------------------------------
+# DiDeMo
+# ----------------------------------------------------------------------------------------------
+
+
+def test_didemo_tmass_csv_keeps_the_paragraph_and_finds_videos_by_file_name(tmp_path, template_video):
+    authors_dir = "/home/someone/didemo/all_videos"
+    rows = [
+        ["True", f"{authors_dir}/111@N00_222_aaa.m4v", "tensor([[0]])", "tensor([[31]])",
+         "a man kicks the ball. the ball, red, rolls away", "/x/test_data_id_0.pth"],
+        ["True", f"{authors_dir}/333@N01_444_bbb.avi", "tensor([0])", "tensor([31])",
+         'he says "ok" and waves', "/x/test_data_id_1.pth"],
+        ["True", f"{authors_dir}/555@N02_666_ccc.", "tensor([[0]])", "tensor([[31]])",
+         "a baby claps", "/x/test_data_id_2.pth"],
+    ]
+    label_csv = _write_csv(tmp_path / "didemo_test_label.csv",
+                           ["success", "video_path", "starts", "ends", "text", "formatted_data"], rows)
+    # Original file name, a re-encoded .mp4, and a name that lost its extension in the CSV.
+    _place_videos(template_video, tmp_path / "videos", ["111@N00_222_aaa.m4v", "333@N01_444_bbb.mp4", "555@N02_666_ccc.mp4"])
+    records = load_didemo(label_csv, tmp_path / "videos")
+    assert [r["video_id"] for r in records] == ["111@N00_222_aaa", "333@N01_444_bbb", "555@N02_666_ccc"]
+    assert records[0]["captions"] == ["a man kicks the ball. the ball, red, rolls away"]
+    assert records[1]["captions"] == ['he says "ok" and waves']
+    assert Path(records[0]["video_path"]).name == "111@N00_222_aaa.m4v"
+    assert Path(records[1]["video_path"]).name == "333@N01_444_bbb.mp4"
+    assert Path(records[2]["video_path"]).name == "555@N02_666_ccc.mp4"
+
+
+def test_didemo_localizing_moments_json_joins_sentences_in_temporal_order(tmp_path, template_video):
+    annotations = [
+        {"annotation_id": 1, "description": "the dog jumps", "video": "v1@N_1_x.mov", "times": [[3, 3], [3, 4], [2, 3]]},
+        {"annotation_id": 2, "description": "a dog appears", "video": "v1@N_1_x.mov", "times": [[0, 0], [0, 1]]},
+        {"annotation_id": 3, "description": "people cheer", "video": "v2@N_2_y.mp4", "times": [[5, 5]]},
+        {"annotation_id": 4, "description": "the dog lands", "video": "v1@N_1_x.mov", "times": [[4, 5], [4, 4]]},
+    ]
+    (tmp_path / "test_data.json").write_text(json.dumps(annotations))
+    (tmp_path / "test_list.txt").write_text("v2@N_2_y.mp4\nv1@N_1_x.mov\n")
+    _place_videos(template_video, tmp_path / "videos", ["v1@N_1_x.mov", "v2@N_2_y.mp4"])
+
+    records = load_didemo(tmp_path / "test_data.json", tmp_path / "videos")
+    assert records[0]["video_id"] == "v1@N_1_x"
+    assert records[0]["captions"] == ["a dog appears the dog jumps the dog lands"]
+
+    listed = load_didemo(tmp_path / "test_data.json", tmp_path / "videos", video_list=tmp_path / "test_list.txt")
+    assert [r["video_id"] for r in listed] == ["v2@N_2_y", "v1@N_1_x"]
+    with pytest.raises(ValueError, match="v9"):
+        load_didemo(tmp_path / "test_data.json", tmp_path / "videos", video_list=["v9"])
+
+
+def test_didemo_caption_dict_json(tmp_path, template_video):
+    data = {"vidA": {"text": ["second part", "first part"], "start": [10, 0], "end": [15, 5]},
+            "vidB": {"text": ["only sentence"]}}
+    (tmp_path / "didemo.json").write_text(json.dumps(data))
+    _place_videos(template_video, tmp_path / "videos", ["vidA.mp4"])
+    with pytest.raises(FileNotFoundError, match="vidB"):
+        load_didemo(tmp_path / "didemo.json", tmp_path / "videos")
+    with pytest.warns(UserWarning, match="vidB"):
+        records = load_didemo(tmp_path / "didemo.json", tmp_path / "videos", on_missing="drop")
+    assert records == [{"video_id": "vidA", "video_path": os.path.abspath(tmp_path / "videos" / "vidA.mp4"),
+                        "captions": ["first part second part"]}]
+
+
+# ----------------------------------------------------------------------------------------------
+# MSVD
+# ----------------------------------------------------------------------------------------------
+
+
+def test_msvd_raw_captions_pickle_keeps_every_caption(tmp_path, template_video):
+    raw = {
+        "-4wsuPCjDBc_5_15": [["a", "squirrel", "is", "eating"], ["a", "chipmunk", "eats", "a", "nut"]],
+        "zv2RIbUsnSw_159_165": [["a", "man", "plays", "guitar"]],
+        "abc_1_2": [["unused"]],
+    }
+    (tmp_path / "raw-captions.pkl").write_bytes(pickle.dumps(raw, protocol=2))
+    (tmp_path / "test_list.txt").write_text("zv2RIbUsnSw_159_165\n-4wsuPCjDBc_5_15\n")
+    _place_videos(template_video, tmp_path / "videos", ["-4wsuPCjDBc_5_15.avi", "zv2RIbUsnSw_159_165.avi"])
+    records = load_msvd(tmp_path / "raw-captions.pkl", tmp_path / "videos", video_list=tmp_path / "test_list.txt")
+    assert [(r["video_id"], r["captions"]) for r in records] == [
+        ("zv2RIbUsnSw_159_165", ["a man plays guitar"]),
+        ("-4wsuPCjDBc_5_15", ["a squirrel is eating", "a chipmunk eats a nut"]),
+    ]
+    assert records[1]["video_path"].endswith("-4wsuPCjDBc_5_15.avi")
+    with pytest.raises(FileNotFoundError, match="abc_1_2"):
+        load_msvd(tmp_path / "raw-captions.pkl", tmp_path / "videos")
+
+
+def test_msvd_caption_text_file(tmp_path, template_video):
+    (tmp_path / "AllVideoDescriptions.txt").write_text(
+        "# MSVD descriptions\n\nvidX_1_2 a woman slices a tomato\nvidX_1_2 someone is cutting\nvidY_3_4 a cat jumps\n"
+    )
+    _place_videos(template_video, tmp_path / "videos", ["vidX_1_2.avi", "vidY_3_4.mp4"])
+    records = load_msvd(tmp_path / "AllVideoDescriptions.txt", tmp_path / "videos")
+    assert [(r["video_id"], r["captions"]) for r in records] == [
+        ("vidX_1_2", ["a woman slices a tomato", "someone is cutting"]),
+        ("vidY_3_4", ["a cat jumps"]),
+    ]
+    assert records[1]["video_path"].endswith("vidY_3_4.mp4")
+
+
+class _Exploit:
+    """Unpickling this calls `exec`: the restricted unpickler must refuse it."""
+
+    def __reduce__(self):
+        return (exec, ("import builtins; builtins.PWNED = True",))
+
+
+def test_msvd_pickle_loader_refuses_anything_but_plain_data(tmp_path):
+    import builtins
+
+    bad = tmp_path / "raw-captions.pkl"
+    bad.write_bytes(pickle.dumps({"vid": _Exploit()}))
+    with pytest.raises(pickle.UnpicklingError, match="raw-captions.pkl.*builtins.exec"):
+        load_plain_pickle(bad)
+    assert not hasattr(builtins, "PWNED")
+
+    from collections import OrderedDict
+
+    plain = tmp_path / "plain.pkl"
+    plain.write_bytes(pickle.dumps(OrderedDict(a=[("x", 1.5), {"s"}])))
+    assert load_plain_pickle(plain) == OrderedDict(a=[("x", 1.5), {"s"}])
+
+
+# ----------------------------------------------------------------------------------------------
+# LSMDC
+# ----------------------------------------------------------------------------------------------
+
+
+def test_lsmdc_tab_separated_annotations(tmp_path, template_video):
+    clip_a = "0001_American_Beauty_00.00.51.926-00.00.54.129"
+    clip_b = "0001_American_Beauty_00.00.56.224-00.00.58.331"
+    clip_c = "1012_Unbreakable_00.05.16.065-00.05.21.941"
+    lines = [
+        f"{clip_a}\t00.00.51.926\t00.00.54.129\t00.00.51.400\t00.00.54.600\tSOMEONE walks down the street.",
+        f"{clip_b}\t00.00.56.224\t00.00.58.331\t00.00.55.800\t00.00.58.700\tHe looks up.",
+        f"{clip_a}\t00.00.51.926\t00.00.54.129\t00.00.51.400\t00.00.54.600\tSomeone strolls.",
+        f"{clip_c}\t00.05.16.065\t00.05.21.941\t00.05.15.500\t00.05.22.400\tA train passes.",
+        "",
+    ]
+    annotation = tmp_path / "LSMDC16_challenge_1000_publictect.csv"
+    annotation.write_text("\n".join(lines))
+    assert lsmdc_movie_of(clip_a) == "0001_American_Beauty"
+    # Official layout (movie folders) for one clip, flat for the other.
+    _place_videos(template_video, tmp_path / "videos", [f"0001_American_Beauty/{clip_a}.avi", f"{clip_b}.mp4"])
+
+    with pytest.raises(FileNotFoundError, match="1012_Unbreakable_00.05.16.065-00.05.21.941"):
+        load_lsmdc(annotation, tmp_path / "videos")
+    records = load_lsmdc(annotation, tmp_path / "videos", exclude_ids=[clip_c])
+    assert [(r["video_id"], r["captions"]) for r in records] == [
+        (clip_a, ["SOMEONE walks down the street.", "Someone strolls."]),
+        (clip_b, ["He looks up."]),
+    ]
+    assert records[0]["video_path"] == os.path.abspath(tmp_path / "videos" / "0001_American_Beauty" / f"{clip_a}.avi")
+    assert records[1]["video_path"] == os.path.abspath(tmp_path / "videos" / f"{clip_b}.mp4")
+
+    (tmp_path / "broken.csv").write_text(f"{clip_a}\t00.00.51.926\tonly three fields\n")
+    with pytest.raises(ValueError, match=r"broken.csv:1: expected 6 tab-separated fields"):
+        load_lsmdc(tmp_path / "broken.csv", tmp_path / "videos")
+
+
+# ----------------------------------------------------------------------------------------------
+# jsonl, datasets, exploding into pairs
+# ----------------------------------------------------------------------------------------------
+
+
+def test_jsonl_paths_are_relative_to_the_jsonl_folder_and_datasets_loads_them(msrvtt, tmp_path):
+    records = load_msrvtt(msrvtt / "MSRVTT_train.9k.csv", msrvtt / "videos", data_json=msrvtt / "MSRVTT_data.json")
+    jsonl = write_jsonl(records, tmp_path / "annotations" / "train.jsonl")
+
+    written = read_jsonl(jsonl)
+    expected_relative = os.path.relpath(msrvtt / "videos" / "video2.mp4", tmp_path / "annotations")
+    assert written[0]["video_path"] == Path(expected_relative).as_posix()
+    assert not os.path.isabs(written[0]["video_path"])
+    assert [r["captions"] for r in written] == [r["captions"] for r in records]
+
+    dataset = load_retrieval_dataset(jsonl)
+    assert dataset.num_rows == 2 and dataset["video_id"] == ["video2", "video0"]
+    assert dataset["video_path"] == [r["video_path"] for r in records]  # absolute again
+    assert all(Path(p).is_file() for p in dataset["video_path"])
+    as_written = load_retrieval_dataset(jsonl, absolute_video_paths=False)
+    assert as_written["video_path"] == [r["video_path"] for r in written]
+
+
+def test_explode_captions_and_text_to_video_index(tmp_path):
+    videos = [
+        {"video_id": "a", "video_path": "videos/a.mp4", "captions": ["a1", "a2", "a3"]},
+        {"video_id": "b", "video_path": "videos/b.mp4", "captions": ["b1"]},
+        {"video_id": "c", "video_path": "videos/c.mp4", "captions": ["c1", "c2"]},
+    ]
+    assert text_to_video_index(videos) == [0, 0, 0, 1, 2, 2]
+    pairs = explode_captions(videos)
+    assert [(p["video_id"], p["caption"], p["video_index"]) for p in pairs] == [
+        ("a", "a1", 0), ("a", "a2", 0), ("a", "a3", 0), ("b", "b1", 1), ("c", "c1", 2), ("c", "c2", 2)
+    ]
+
+    dataset = load_retrieval_dataset(write_jsonl(videos, tmp_path / "test.jsonl"), absolute_video_paths=False)
+    assert text_to_video_index(dataset) == [0, 0, 0, 1, 2, 2]
+    exploded = explode_captions(dataset)
+    assert exploded.num_rows == 6
+    assert sorted(exploded.column_names) == ["caption", "video_id", "video_index", "video_path"]
+    assert exploded["caption"] == ["a1", "a2", "a3", "b1", "c1", "c2"]
+    assert exploded["video_index"] == [0, 0, 0, 1, 2, 2]
+    assert exploded["video_path"][3] == "videos/b.mp4"
+
+
+def test_write_jsonl_rejects_records_outside_the_schema(tmp_path):
+    with pytest.raises(ValueError, match="captions"):
+        write_jsonl([{"video_id": "a", "video_path": "a.mp4"}], tmp_path / "x.jsonl")
+    with pytest.raises(ValueError, match="non-empty list"):
+        write_jsonl([{"video_id": "a", "video_path": "a.mp4", "captions": []}], tmp_path / "x.jsonl")
+
+
+def test_empty_split_loads_as_an_empty_dataset(tmp_path):
+    (tmp_path / "validation.jsonl").write_text("")
+    dataset = load_retrieval_dataset(tmp_path / "validation.jsonl")
+    assert dataset.num_rows == 0 and set(dataset.column_names) == {"video_id", "video_path", "captions"}

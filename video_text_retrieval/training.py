@@ -1,0 +1,180 @@
+"""Training data pipeline: (video, caption) pairs with random frame sampling and clip-level
+augmentation, every random draw keyed to (seed, epoch, pair index) so that a resumed run sees exactly
+the same inputs as an uninterrupted one (decisions.md item 20).
+
+Inference preprocessing is deterministic and lives in the processors (`processors/`); the training
+augmentation of both papers (random frames inside each segment, one random resized crop shared by all
+frames of a clip, an optional clip-level horizontal flip) lives here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from processors import load_video
+
+__all__ = [
+    "ClipAugmentation",
+    "random_resized_crop_box",
+    "augment_clip",
+    "TrainPairsDataset",
+    "EvalVideosDataset",
+    "collate_pairs",
+    "seed_for_step",
+]
+
+
+def seed_for_step(seed: int, step: int, rank: int = 0) -> int:
+    """A 63-bit seed derived from (seed, global optimizer step, process rank) for the global torch RNG,
+    so that dropout, T-MASS noise and MLM masks of a step do not depend on what ran before it."""
+    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+@dataclass
+class ClipAugmentation:
+    """Training augmentation of one clip (tmass.md §8.2 "Train"; unify.md §8.5).
+
+    Attributes:
+        size: output side length (square crops).
+        mean, std: per-channel normalisation of the model's processor.
+        crop_scale: range of the crop area as a fraction of the frame area (`(1, 1)`: no crop, only resize).
+        crop_ratio: range of the crop aspect ratio (width / height).
+        horizontal_flip: probability of flipping the whole clip. Keep 0 when captions name left/right.
+    """
+
+    size: int
+    mean: Sequence[float]
+    std: Sequence[float]
+    crop_scale: tuple[float, float] = (0.5, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    horizontal_flip: float = 0.0
+
+
+def random_resized_crop_box(
+    height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float], rng: np.random.Generator
+) -> tuple[int, int, int, int]:
+    """``(top, left, crop_height, crop_width)`` of a random crop covering ``scale`` of the area with an
+    aspect ratio in ``ratio`` (log-uniform); falls back to the largest centred crop of a valid ratio."""
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = area * rng.uniform(scale[0], scale[1])
+        aspect = math.exp(rng.uniform(*log_ratio))
+        crop_w = int(round(math.sqrt(target_area * aspect)))
+        crop_h = int(round(math.sqrt(target_area / aspect)))
+        if 0 < crop_w <= width and 0 < crop_h <= height:
+            top = int(rng.integers(0, height - crop_h + 1))
+            left = int(rng.integers(0, width - crop_w + 1))
+            return top, left, crop_h, crop_w
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        crop_w, crop_h = width, int(round(width / ratio[0]))
+    elif in_ratio > ratio[1]:
+        crop_h, crop_w = height, int(round(height * ratio[1]))
+    else:
+        crop_w, crop_h = width, height
+    return (height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w
+
+
+def augment_clip(frames: np.ndarray, augmentation: ClipAugmentation, rng: np.random.Generator) -> torch.Tensor:
+    """uint8 ``(F, H, W, 3)`` frames -> normalised float32 ``(F, 3, size, size)``: one random resized
+    crop (bilinear) and one flip decision for the whole clip, then mean/std normalisation."""
+    clip = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
+    top, left, crop_h, crop_w = random_resized_crop_box(
+        clip.shape[-2], clip.shape[-1], augmentation.crop_scale, augmentation.crop_ratio, rng
+    )
+    clip = clip[:, :, top : top + crop_h, left : left + crop_w]
+    clip = F.interpolate(clip, size=(augmentation.size, augmentation.size), mode="bilinear", align_corners=False, antialias=True)
+    if augmentation.horizontal_flip > 0 and rng.uniform() < augmentation.horizontal_flip:
+        clip = clip.flip(-1)
+    mean = torch.tensor(augmentation.mean, dtype=clip.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(augmentation.std, dtype=clip.dtype).view(1, 3, 1, 1)
+    return (clip - mean) / std
+
+
+class TrainPairsDataset(torch.utils.data.Dataset):
+    """One item per (video, caption) pair: ``{"pixel_values_videos": (F, 3, S, S), "caption": str, "index": int}``.
+
+    Frames are sampled with ``frame_sampling`` (``"rand"`` for training, as both papers) and augmented
+    with ``augmentation``; the random generator of item ``i`` in epoch ``e`` is seeded with
+    ``(seed, e, i)``. Call :meth:`set_epoch` at the start of every epoch.
+    """
+
+    def __init__(
+        self,
+        video_paths: Sequence[str | Path],
+        captions: Sequence[str],
+        *,
+        num_frames: int,
+        augmentation: ClipAugmentation,
+        frame_sampling: str = "rand",
+        seed: int = 0,
+    ):
+        if len(video_paths) != len(captions):
+            raise ValueError(f"{len(video_paths)} video paths for {len(captions)} captions: one video per caption expected")
+        if not captions:
+            raise ValueError("the training split holds no (video, caption) pair")
+        self.video_paths = [str(p) for p in video_paths]
+        self.captions = list(captions)
+        self.num_frames = num_frames
+        self.augmentation = augmentation
+        self.frame_sampling = frame_sampling
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def __getitem__(self, index: int) -> dict:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        frames = load_video(self.video_paths[index], self.num_frames, self.frame_sampling, generator=rng)
+        return {
+            "pixel_values_videos": augment_clip(frames, self.augmentation, rng),
+            "caption": self.captions[index],
+            "index": index,
+        }
+
+
+class EvalVideosDataset(torch.utils.data.Dataset):
+    """One item per video, preprocessed deterministically by a video processor: ``{"pixel_values_videos":
+    (F, 3, H, W), "index": int}``."""
+
+    def __init__(self, video_paths: Sequence[str | Path], video_processor):
+        self.video_paths = [str(p) for p in video_paths]
+        self.video_processor = video_processor
+
+    def __len__(self) -> int:
+        return len(self.video_paths)
+
+    def __getitem__(self, index: int) -> dict:
+        pixels = self.video_processor(videos=[self.video_paths[index]], return_tensors="pt")["pixel_values_videos"][0]
+        return {"pixel_values_videos": pixels, "index": index}
+
+
+def collate_pairs(items: list[dict], tokenizer, max_length: int | None = None) -> dict:
+    """Stack clips and tokenize captions (padding to the longest, truncation to ``max_length``)."""
+    batch = {
+        "pixel_values_videos": torch.stack([item["pixel_values_videos"] for item in items]),
+        "index": torch.tensor([item["index"] for item in items]),
+    }
+    if "caption" in items[0]:
+        tokens = tokenizer(
+            [item["caption"] for item in items],
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
+        batch["input_ids"] = tokens["input_ids"]
+        batch["attention_mask"] = tokens["attention_mask"]
+    return batch
