@@ -165,7 +165,11 @@ def build_model_and_processor(args, train_captions: list[str]):
 
     overrides = {}
     if args.model_config:
-        text = Path(args.model_config).read_text() if Path(args.model_config).is_file() else args.model_config
+        text = args.model_config
+        if not text.lstrip().startswith("{"):
+            if not Path(text).is_file():
+                raise FileNotFoundError(f"--model_config {text!r} is neither a JSON object nor an existing file")
+            text = Path(text).read_text()
         overrides = json.loads(text)
     return build_from_scratch(args.model, args.preset, train_captions, num_frames=args.num_frames, **overrides)
 
@@ -185,17 +189,22 @@ def encode_split(model, task, processor, split: dict, accelerator: Accelerator, 
     """Text features of every caption and video features of every video, gathered on every process."""
     model.eval()
     tokenizer = processor.tokenizer
-    videos = EvalVideosDataset([r["video_path"] for r in split["records"]], processor.video_processor)
-    video_loader = accelerator.prepare_data_loader(
-        torch.utils.data.DataLoader(videos, batch_size=args.eval_batch_size, num_workers=args.num_workers,
-                                    collate_fn=lambda items: collate_pairs(items, tokenizer)),
-        device_placement=True,
+    # Each process encodes a contiguous shard of the videos, padded to equal length with its last video,
+    # so that the gathered tensor lists the videos in order followed by the padding. (A loader from
+    # `accelerator.prepare` would be registered for checkpointing, which evaluation loaders must not be.)
+    num_videos = len(split["records"])
+    per_process = math.ceil(num_videos / accelerator.num_processes)
+    first = accelerator.process_index * per_process
+    shard = [min(i, num_videos - 1) for i in range(first, first + per_process)]
+    videos = EvalVideosDataset([split["records"][i]["video_path"] for i in shard], processor.video_processor)
+    video_loader = torch.utils.data.DataLoader(
+        videos, batch_size=args.eval_batch_size, num_workers=args.num_workers, collate_fn=lambda items: collate_pairs(items, tokenizer)
     )
     video_features = []
     for batch in video_loader:
         with accelerator.autocast():
-            features = task.encode_videos(model, batch["pixel_values_videos"])
-        video_features.append(accelerator.gather_for_metrics(_float(features)))
+            video_features.append(_float(task.encode_videos(model, batch["pixel_values_videos"].to(accelerator.device))))
+    video_features = _truncate(accelerator.gather(_concat(video_features)), num_videos)
     captions = split["captions"]
     text_features = []
     caption_batches = [captions[i : i + args.eval_batch_size] for i in range(0, len(captions), args.eval_batch_size)]
@@ -204,13 +213,19 @@ def encode_split(model, task, processor, split: dict, accelerator: Accelerator, 
         with accelerator.autocast():
             features = task.encode_texts(model, tokens["input_ids"], tokens["attention_mask"])
         text_features.append(_float(features))
-    return _concat(text_features), _concat(video_features)
+    return _concat(text_features), video_features
 
 
 def _float(features):
     if isinstance(features, tuple):
         return tuple(f.float() for f in features)
     return features.float()
+
+
+def _truncate(features, length: int):
+    if isinstance(features, tuple):
+        return tuple(f[:length] for f in features)
+    return features[:length]
 
 
 def _concat(chunks):
@@ -371,11 +386,16 @@ def main(argv=None) -> dict:
         batches_done = 0
         for batch in loader:
             micro_step = epoch * len(train_loader) + batch_in_epoch
-            seed = seed_for_step(args.seed, micro_step, accelerator.process_index)
-            torch.manual_seed(seed)  # dropout and any global draw of this step
-            generator = torch.Generator(device=accelerator.device).manual_seed(seed)
-            context = StepContext(step=step - stage0_steps, total_steps=max(1, total_steps - stage0_steps), generator=generator,
-                                  extra={"tokenizer": tokenizer})
+            local_seed = seed_for_step(args.seed, micro_step, accelerator.process_index)
+            torch.manual_seed(local_seed)  # dropout and any other global draw of this step, on this process
+            context = StepContext(
+                step=step - stage0_steps,
+                total_steps=max(1, total_steps - stage0_steps),
+                # Draws over the gathered global batch (T-MASS noise) must agree on every process.
+                generator=torch.Generator(device=accelerator.device).manual_seed(seed_for_step(args.seed, micro_step)),
+                local_generator=torch.Generator(device=accelerator.device).manual_seed(local_seed),
+                extra={"tokenizer": tokenizer},
+            )
             with accelerator.accumulate(training_module):
                 losses = training_module(batch, context)
                 accelerator.backward(losses["loss"])
@@ -397,12 +417,11 @@ def main(argv=None) -> dict:
                 progress_bar.set_postfix(loss=f"{logs['loss']:.3f}")
                 if accelerator.is_main_process:
                     history.append({"step": step, "epoch": epoch, **logs})
-                if args.checkpointing_steps and step % args.checkpointing_steps == 0:
-                    save_checkpoint(accelerator, {"step": step, "epoch": epoch, "batches_done": batch_in_epoch})
+                epoch_done = batch_in_epoch >= len(train_loader)
+                if epoch_done or step >= max_steps or (args.checkpointing_steps and step % args.checkpointing_steps == 0):
+                    save_checkpoint(accelerator, {"step": step, "epoch": epoch + epoch_done, "batches_done": 0 if epoch_done else batch_in_epoch})
                 if step >= max_steps:
                     break
-        if batch_in_epoch >= len(train_loader):
-            save_checkpoint(accelerator, {"step": step, "epoch": epoch + 1, "batches_done": 0})
         if args.eval_every_epochs and (epoch + 1) % args.eval_every_epochs == 0 and eval_split["captions"]:
             if task.name != "unify" or unwrapped.training_stage != 0:
                 metrics, _, _ = evaluate(unwrapped, task, processor, eval_split, accelerator, args)

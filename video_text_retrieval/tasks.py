@@ -26,6 +26,9 @@ class StepContext:
     step: int
     total_steps: int
     generator: torch.Generator | None = None
+    """Seeded identically on every process: for draws over the gathered global batch (T-MASS noise)."""
+    local_generator: torch.Generator | None = None
+    """Seeded per process: for draws over the local batch (UNIFY's MLM masks)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -105,7 +108,7 @@ class UnifyTask:
         mlm_loss = None
         if stage == 0 or (stage == 2 and model.config.use_mlm):
             mlm_input_ids, mlm_labels = model.make_mlm_inputs(
-                batch["input_ids"], batch["attention_mask"], tokenizer=context.extra["tokenizer"], generator=context.generator
+                batch["input_ids"], batch["attention_mask"], tokenizer=context.extra["tokenizer"], generator=context.local_generator
             )
             mlm_loss = model.mlm_loss(mlm_input_ids, batch["attention_mask"], mlm_labels)
             if stage == 0:
