@@ -377,7 +377,10 @@ def main(argv=None) -> dict:
         if step >= max_steps:
             break
         if task.name == "unify":
-            unwrapped.set_training_stage(unify_stage_for_epoch(args, epoch))
+            stage = unify_stage_for_epoch(args, epoch)
+            if stage != 0 and epoch == args.stage0_epochs and args.stage0_epochs > 0 and batches_done == 0:
+                unwrapped.copy_text_lexicon_branch_to_latent_branch()  # the MLM-trained layers start both branches
+            unwrapped.set_training_stage(stage)
         training_module.train()
         train_loader.set_epoch(epoch)
         train_dataset.set_epoch(epoch)

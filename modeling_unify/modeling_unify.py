@@ -785,6 +785,18 @@ class UnifyModel(UnifyPreTrainedModel):
             return frozen
         return []
 
+    @torch.no_grad()
+    def copy_text_lexicon_branch_to_latent_branch(self) -> None:
+        """Make the text latent branch a copy of the text lexicon branch.
+
+        §10.2 initialises both text branches from the same pretrained BERT layers. A text tower trained from
+        scratch with MLM (stage 0) only trains the stem and the lexicon branch, leaving the latent branch at
+        its random initialisation (whose [CLS] output barely depends on the caption, so stage 1, which freezes
+        it, cannot align anything). Copying the MLM-trained layers re-creates the pretrained starting point;
+        call it at the end of stage 0."""
+        for latent_layer, lexicon_layer in zip(self.text_latent_layers, self.text_lexicon_layers):
+            latent_layer.load_state_dict(lexicon_layer.state_dict())
+
     def set_training_stage(self, stage: int) -> UnifyModel:
         """Switch between the training stages; sets `requires_grad` of EVERY parameter.
 

@@ -14,17 +14,25 @@ from its captions with the `tokenizers` library, with one token per caption word
   token (transformers' CLIP at the first `eos_token_id`, older code at `argmax(input_ids)`), and both
   rules then pick the same position.
 
-Both return `transformers` tokenizers that `save_pretrained` writes (`tokenizer.json`,
+* `build_clip_tokenizer_from_bpe` (T-MASS with real CLIP weights): the real OpenAI CLIP byte-level
+  BPE tokenizer (49,408 ids) built offline from `bpe_simple_vocab_16e6.txt.gz`, by default the copy the
+  `open_clip_torch` package ships; ids equal `CLIPTokenizer.from_pretrained("openai/clip-vit-base-patch32")`.
+
+All three return `transformers` tokenizers that `save_pretrained` writes (`tokenizer.json`,
 `tokenizer_config.json`) and `AutoTokenizer.from_pretrained` reloads. Their `model_input_names` are
 `["input_ids", "attention_mask"]` (the processors return no `token_type_ids`).
 """
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
 from collections.abc import Iterable
+from os import PathLike
+from pathlib import Path
 
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-from transformers import BertTokenizerFast, PreTrainedTokenizerFast
+from transformers import BertTokenizerFast, CLIPTokenizer, PreTrainedTokenizerFast
 
 
 BERT_SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -135,3 +143,122 @@ def words_without_single_token(tokenizer, captions: Iterable[str]) -> list[str]:
         if len(ids) != 1 or ids[0] == tokenizer.unk_token_id:
             failures.append(word)
     return failures
+
+
+# The OpenAI CLIP BPE vocabulary: 256 byte characters, the same 256 with `</w>`, one token per merge,
+# then `<|startoftext|>` (49406) and `<|endoftext|>` (49407). The file holds more merge lines than
+# OpenAI uses; its tokenizer keeps the first 49152 - 256 - 2 = 48894 after the header line.
+CLIP_BPE_FILE_NAME = "bpe_simple_vocab_16e6.txt.gz"
+CLIP_BPE_VOCAB_SIZE = 49408
+CLIP_BPE_NUM_MERGES = CLIP_BPE_VOCAB_SIZE - 2 * 256 - 2
+
+
+def _byte_level_characters() -> list[str]:
+    """The 256 characters that stand for the bytes 0..255 in byte-level BPE, in vocabulary order.
+
+    Printable bytes (`!`..`~`, `¡`..`¬`, `®`..`ÿ`) stand for themselves and come first; every other
+    byte (whitespace, control characters, ...) maps to the next unused code point from 256 on, in
+    byte order. The list order is the order of the first 256 CLIP ids.
+    """
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable_set = set(printable)
+    others = [byte for byte in range(256) if byte not in printable_set]
+    return [chr(byte) for byte in printable] + [chr(256 + offset) for offset in range(len(others))]
+
+
+def default_clip_bpe_path() -> Path:
+    """The OpenAI BPE file inside the installed `open_clip` package (located without importing it,
+    which would load torch).
+
+    Raises:
+        ImportError: `open_clip` (PyPI `open_clip_torch`) is not installed.
+        FileNotFoundError: the package is installed but holds no BPE file.
+    """
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            f"build_clip_tokenizer_from_bpe(bpe_path=None) reads {CLIP_BPE_FILE_NAME} from the `open_clip` "
+            "package, which is not installed: install `open_clip_torch` (the project's `test` extra) or "
+            "pass bpe_path= to a copy of the file"
+        )
+    for folder in spec.submodule_search_locations:
+        candidate = Path(folder) / CLIP_BPE_FILE_NAME
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"the installed `open_clip` package ({', '.join(spec.submodule_search_locations)}) holds no "
+        f"{CLIP_BPE_FILE_NAME}: pass bpe_path= to a copy of the file"
+    )
+
+
+def read_clip_bpe_merges(bpe_path: str | PathLike | None = None) -> list[tuple[str, str]]:
+    """The 48,894 merges OpenAI's CLIP tokenizer uses, in rank order, from the gzipped BPE file.
+
+    Args:
+        bpe_path: the `.txt.gz` file; `None` means the copy inside the installed `open_clip` package.
+
+    Raises:
+        ImportError / FileNotFoundError: see `default_clip_bpe_path` (or `bpe_path` does not exist).
+        ValueError: the file holds fewer merges than CLIP uses, or a malformed merge line.
+    """
+    path = default_clip_bpe_path() if bpe_path is None else Path(bpe_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"CLIP BPE file {path} does not exist")
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        lines = handle.read().split("\n")
+    # Line 0 is a version header, not a merge.
+    merge_lines = lines[1 : 1 + CLIP_BPE_NUM_MERGES]
+    if len(merge_lines) < CLIP_BPE_NUM_MERGES:
+        raise ValueError(
+            f"{path} holds {len(merge_lines)} merge lines, CLIP uses {CLIP_BPE_NUM_MERGES}: not the OpenAI BPE file"
+        )
+    merges = []
+    for line_number, line in enumerate(merge_lines, start=2):
+        parts = line.split()
+        if len(parts) != 2:
+            raise ValueError(f"{path} line {line_number} is not a merge of two symbols: {line!r}")
+        merges.append((parts[0], parts[1]))
+    return merges
+
+
+def build_clip_tokenizer_from_bpe(
+    bpe_path: str | PathLike | None = None, *, model_max_length: int = CLIP_MAX_LENGTH
+) -> CLIPTokenizer:
+    """The real OpenAI CLIP tokenizer (byte-level BPE, 49,408 ids), built offline from the BPE file.
+
+    Same ids as `CLIPTokenizer.from_pretrained("openai/clip-vit-base-patch32")`: lower-cased,
+    `<|startoftext|>` = 49406 prepended, `<|endoftext|>` = 49407 appended and used for padding,
+    truncation to `model_max_length` tokens keeping the end token.
+
+    Args:
+        bpe_path: the OpenAI `bpe_simple_vocab_16e6.txt.gz`; `None` means the copy the installed
+            `open_clip_torch` package ships.
+        model_max_length: the truncation length including both special tokens (CLIP: 77).
+
+    Returns:
+        A transformers `CLIPTokenizer` (tokenizers-backed in transformers 5) that `save_pretrained`
+        writes and `AutoTokenizer.from_pretrained` reloads.
+
+    Raises:
+        ImportError: `bpe_path` is None and `open_clip` is not installed.
+        FileNotFoundError: the BPE file does not exist.
+        ValueError: the file is not the OpenAI BPE file (too few merges, malformed lines).
+    """
+    merges = read_clip_bpe_merges(bpe_path)
+    byte_characters = _byte_level_characters()
+    tokens = byte_characters + [character + "</w>" for character in byte_characters]
+    tokens += [first + second for first, second in merges]
+    tokens += [CLIP_BOS_TOKEN, CLIP_EOS_TOKEN]
+    vocab = {token: index for index, token in enumerate(tokens)}
+    if len(vocab) != CLIP_BPE_VOCAB_SIZE:  # a duplicate merge result would silently shift every later id
+        raise ValueError(f"the BPE file gives {len(vocab)} distinct tokens, CLIP has {CLIP_BPE_VOCAB_SIZE}")
+    return CLIPTokenizer(
+        vocab=vocab,
+        merges=merges,
+        unk_token=CLIP_EOS_TOKEN,
+        bos_token=CLIP_BOS_TOKEN,
+        eos_token=CLIP_EOS_TOKEN,
+        pad_token=CLIP_EOS_TOKEN,
+        model_max_length=model_max_length,
+        model_input_names=list(MODEL_INPUT_NAMES),
+    )
