@@ -46,7 +46,7 @@ from transformers import AutoModel, AutoProcessor  # noqa: E402
 
 from video_text_retrieval.data.loaders import read_jsonl, text_to_video_index  # noqa: E402
 from video_text_retrieval.metrics import dual_softmax, retrieval_metrics, text_to_video_ranks  # noqa: E402
-from video_text_retrieval.optim import LegacyAdamW, get_warmup_cosine_schedule, split_parameter_groups  # noqa: E402
+from video_text_retrieval.optim import LegacyAdamW, get_phased_warmup_cosine_schedule, split_parameter_groups  # noqa: E402
 from video_text_retrieval.tasks import RetrievalTrainingModule, StepContext, task_for_model  # noqa: E402
 from video_text_retrieval.training import (  # noqa: E402
     ClipAugmentation,
@@ -349,9 +349,13 @@ def main(argv=None) -> dict:
     optimizer = LegacyAdamW(groups) if optimizer_name == "legacy_adamw" else torch.optim.AdamW(groups)
     num_update_steps_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes / args.gradient_accumulation_steps)
     total_steps = max(1, args.num_epochs * num_update_steps_per_epoch)
-    warmup_steps = int(args.warmup_proportion * total_steps)
-    # A prepared scheduler steps once per process per optimizer step (hf_conventions.md §6).
-    scheduler = get_warmup_cosine_schedule(optimizer, warmup_steps * accelerator.num_processes, total_steps * accelerator.num_processes)
+    # The schedule restarts after UNIFY's text-only pretraining (stage 0). A prepared scheduler steps once per
+    # process per optimizer step (hf_conventions.md §6), hence the factor num_processes.
+    stage0_steps = min(args.stage0_epochs, args.num_epochs) * num_update_steps_per_epoch if task.name == "unify" else 0
+    phases = [(n, int(args.warmup_proportion * n)) for n in (stage0_steps, total_steps - stage0_steps) if n > 0]
+    scheduler = get_phased_warmup_cosine_schedule(
+        optimizer, [(n * accelerator.num_processes, w * accelerator.num_processes) for n, w in phases]
+    )
     training_module = RetrievalTrainingModule(model, task)
     training_module, optimizer, train_loader, scheduler = accelerator.prepare(training_module, optimizer, train_loader, scheduler)
     unwrapped = accelerator.unwrap_model(training_module).model
@@ -369,7 +373,6 @@ def main(argv=None) -> dict:
             step, start_epoch, batches_done = progress["step"], progress["epoch"], progress["batches_done"]
             accelerator.print(f"resumed from {checkpoint}: step {step}, epoch {start_epoch}, {batches_done} batches into it")
 
-    stage0_steps = args.stage0_epochs * num_update_steps_per_epoch if task.name == "unify" else 0
     max_steps = min(total_steps, args.max_train_steps or total_steps)
     history = []
     progress_bar = tqdm(total=max_steps, initial=step, disable=not accelerator.is_local_main_process, desc=f"train {task.name}")
@@ -381,6 +384,7 @@ def main(argv=None) -> dict:
             if stage != 0 and epoch == args.stage0_epochs and args.stage0_epochs > 0 and batches_done == 0:
                 unwrapped.copy_text_lexicon_branch_to_latent_branch()  # the MLM-trained layers start both branches
             unwrapped.set_training_stage(stage)
+            train_dataset.set_load_videos(stage != 0)  # stage 0 is text-only MLM: no decoding
         training_module.train()
         train_loader.set_epoch(epoch)
         train_dataset.set_epoch(epoch)

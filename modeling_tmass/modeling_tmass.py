@@ -305,6 +305,117 @@ class TMassTextConditionedPooling(nn.Module):
         pooled = attended + self.dropout(self.linear_proj(attended))
         return self.layer_norm3(pooled)
 
+    # ------------------------------------------------------------------------------------ exact factorised pooling
+    #
+    # With dropout off (eval mode), everything after the attention weights is either linear in the convex
+    # combination of per-frame vectors or a per-pair normalisation, so it can be moved onto the `H * F` per-frame
+    # vectors of each video once (landscape §5.4). With `alpha[h, i]` the attention weights of a pair
+    # (`sum_i alpha[h, i] = 1` for every head `h`), `j = (h, i)` and `w[j] = alpha[h, i]`:
+    #
+    #   o   = sum_j w[j] E[j],        E[j] = u[i, h] W_o[:, h]^T + b_o / H          (out_proj and its bias)
+    #   o - mean(o) = sum_j w[j] Ebar[j],   Ebar[j] = E[j] - mean(E[j])            (LN_2 centring is linear)
+    #   var(o)      = w^T G w,        G = Ebar Ebar^T / D                           (an [HF, HF] Gram per video)
+    #   y   = x + x W_l^T + b_l = (1 / sigma) sum_j w[j] Y[j] + c0,  sigma = sqrt(var(o) + eps_2),
+    #         Y[j] = (gamma_2 * Ebar[j]) (I + W_l^T),   c0 = beta_2 (I + W_l^T) + b_l
+    #   y - mean(y) = (w / sigma) Yhat + c0hat        (Yhat, c0hat: Y and c0 centred over D)
+    #   p   = gamma_3 * (y - mean(y)) / sqrt(mean((y - mean(y))^2) + eps_3) + beta_3
+    #
+    # Per pair this leaves the attention logits (F * D), the softmax, one [HF, HF] quadratic form and one
+    # [HF] x [HF, D] combination (HF * D) instead of the two D x D matrix products of the straightforward layout.
+
+    def factorizable(self) -> bool:
+        """Whether `pool_from_basis` equals `forward` (dropout inactive: eval mode or `p = 0`)."""
+        return not (self.training and self.dropout.p > 0)
+
+    def text_queries(self, text_embeds: torch.Tensor) -> torch.Tensor:
+        """Attention queries of the texts, `[N_t, H, d_h]` (`q = LN_1(t) W_q^T + b_q`, §3 steps 1-2)."""
+        attention = self.cross_attn
+        query = attention.q_proj(self.layer_norm1(text_embeds))
+        return query.view(*text_embeds.shape[:-1], attention.num_heads, attention.head_dim)
+
+    def frame_basis(self, frame_embeds: torch.Tensor) -> "TMassFrameBasis":
+        """Per-video precomputation of the factorised pooling (text-independent), for `pool_from_basis`.
+
+        Args:
+            frame_embeds: `[N_v, F, D]` CLIP frame features.
+        Returns:
+            A [`TMassFrameBasis`] with `keys [N_v, H, d_h, F]` (scaled by `1/sqrt(d_h)`), `basis [N_v, H*F, D]`,
+            `gram [N_v, H*F, H*F]` and `offset [D]`.
+        """
+        attention = self.cross_attn
+        num_videos, num_frames, dim = frame_embeds.shape
+        heads, head_dim = attention.num_heads, attention.head_dim
+        frames = self.layer_norm1(frame_embeds)
+        keys = attention.k_proj(frames).view(num_videos, num_frames, heads, head_dim).permute(0, 2, 3, 1)
+        keys = keys / math.sqrt(head_dim)
+        values = attention.v_proj(frames).view(num_videos, num_frames, heads, head_dim).transpose(1, 2)
+        # E[v, h, i] = u[v, i, h] W_o[:, h]^T + b_o / H  -> [N_v, H * F, D]
+        out_weight = attention.out_proj.weight.view(dim, heads, head_dim).permute(1, 2, 0)  # [H, d_h, D]
+        basis = torch.matmul(values, out_weight).add_(attention.out_proj.bias / heads).view(num_videos, -1, dim)
+        basis = basis - basis.mean(dim=-1, keepdim=True)
+        gram = torch.matmul(basis, basis.transpose(1, 2)).div_(dim)
+        scaled = basis.mul_(self.layer_norm2.weight)  # gamma_2 * Ebar (basis is not needed any more)
+        basis = torch.addmm(scaled.view(-1, dim), scaled.view(-1, dim), self.linear_proj.weight.t()).view_as(scaled)
+        basis = basis - basis.mean(dim=-1, keepdim=True)
+        beta = self.layer_norm2.bias
+        offset = torch.addmv(beta + self.linear_proj.bias, self.linear_proj.weight, beta)
+        offset = offset - offset.mean()
+        return TMassFrameBasis(keys=keys, basis=basis, gram=gram, offset=offset)
+
+    def pool_from_basis(
+        self, queries: torch.Tensor, basis: "TMassFrameBasis", *, paired: bool = False
+    ) -> torch.Tensor:
+        """The pooled videos from `text_queries` and `frame_basis`: equal to `forward` up to rounding (eval mode).
+
+        Args:
+            queries: `[N_t, H, d_h]`.
+            basis: a [`TMassFrameBasis`] of `N_v` videos.
+            paired: `False`: every text with every video, `[N_v, N_t, D]` (as `forward`); `True`: text `i` with
+                video `i` only (`N_t == N_v`), `[N_v, D]`.
+        """
+        keys, frame_basis, gram = basis.keys, basis.basis, basis.gram
+        num_videos, heads, _, num_frames = keys.shape
+        if paired:
+            # [N, H, 1, d_h] x [N, H, d_h, F] -> [N, H, 1, F] -> weights [N, 1, H * F]
+            logits = torch.matmul(queries[:, :, None], keys)
+            weights = torch.softmax(logits, dim=-1).reshape(num_videos, 1, heads * num_frames)
+        else:
+            # [H, N_t, d_h] x [N_v, H, d_h, F] -> [N_v, H, N_t, F] -> weights [N_v, N_t, H * F]
+            logits = torch.matmul(queries.transpose(0, 1), keys)
+            weights = torch.softmax(logits, dim=-1).transpose(1, 2).reshape(num_videos, -1, heads * num_frames)
+        # LN_2 standard deviation from the per-video Gram matrix: sigma^2 = w^T G w + eps_2.
+        variance = torch.bmm(weights, gram).mul_(weights).sum(dim=-1, keepdim=True)
+        weights = weights / variance.add_(self.layer_norm2.eps).sqrt_()
+        # Centred input of LN_3: (w / sigma) Yhat + c0hat, then LN_3 with its own statistics.
+        centred = torch.baddbmm(basis.offset.expand(num_videos, 1, -1), weights, frame_basis)
+        scale = torch.rsqrt(centred.pow(2).mean(dim=-1, keepdim=True).add_(self.layer_norm3.eps))
+        pooled = torch.addcmul(self.layer_norm3.bias, centred.mul_(scale), self.layer_norm3.weight)
+        return pooled[:, 0] if paired else pooled
+
+
+@dataclass
+class TMassFrameBasis:
+    """Text-independent per-video tensors of the exact factorised pooling
+    ([`TMassTextConditionedPooling.frame_basis`]); index with `basis[videos]` to take some videos.
+
+    Args:
+        keys: `[N_v, H, d_h, F]` attention keys divided by `sqrt(d_h)`.
+        basis: `[N_v, H * F, D]` per-frame vectors `Yhat` of LN_3's centred input.
+        gram: `[N_v, H * F, H * F]` Gram matrix of LN_2's centred per-frame vectors, divided by `D`.
+        offset: `[D]` constant part of LN_3's centred input.
+    """
+
+    keys: torch.Tensor
+    basis: torch.Tensor
+    gram: torch.Tensor
+    offset: torch.Tensor
+
+    def __getitem__(self, index) -> "TMassFrameBasis":
+        return TMassFrameBasis(self.keys[index], self.basis[index], self.gram[index], self.offset)
+
+    def __len__(self) -> int:
+        return self.keys.shape[0]
+
 
 class TMassSimilarityRadius(nn.Module):
     """Similarity-aware radius of the text mass (§4.1): `log r(t, v) = W_r s(t, v) + b_r`, with

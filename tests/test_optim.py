@@ -5,6 +5,7 @@ import torch
 
 from video_text_retrieval.optim import (
     LegacyAdamW,
+    get_phased_warmup_cosine_schedule,
     get_warmup_cosine_schedule,
     split_parameter_groups,
     warmup_cosine_factor,
@@ -80,3 +81,19 @@ def test_split_parameter_groups_orders_backbone_first_and_drops_frozen():
     assert groups[0]["params"] == [model["clip"].weight, model["clip"].bias]
     assert groups[1]["params"] == [model["pool"].weight]
     assert groups[1]["lr"] == 1e-5 and groups[0]["weight_decay"] == 0.2
+
+
+def test_phased_schedule_restarts_each_phase():
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    schedule = get_phased_warmup_cosine_schedule(optimizer, [(4, 2), (3, 0)])
+    seen = []
+    for _ in range(8):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    phase_one = [warmup_cosine_factor(k, 2, 4) for k in range(4)]
+    phase_two = [warmup_cosine_factor(k, 0, 3) for k in range(3)]
+    assert seen == pytest.approx(phase_one + phase_two + [0.0])
+    with pytest.raises(ValueError, match="phases"):
+        get_phased_warmup_cosine_schedule(optimizer, [(3, 4)])

@@ -10,7 +10,13 @@ from collections.abc import Callable, Iterable
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-__all__ = ["LegacyAdamW", "get_warmup_cosine_schedule", "warmup_cosine_factor", "split_parameter_groups"]
+__all__ = [
+    "LegacyAdamW",
+    "get_warmup_cosine_schedule",
+    "get_phased_warmup_cosine_schedule",
+    "warmup_cosine_factor",
+    "split_parameter_groups",
+]
 
 
 class LegacyAdamW(torch.optim.Optimizer):
@@ -106,6 +112,25 @@ def get_warmup_cosine_schedule(
 
     def factor(step: int) -> float:
         return warmup_cosine_factor(step, num_warmup_steps, num_training_steps)
+
+    return LambdaLR(optimizer, factor, last_epoch=last_epoch)
+
+
+def get_phased_warmup_cosine_schedule(
+    optimizer: torch.optim.Optimizer, phases: list[tuple[int, int]], last_epoch: int = -1
+) -> LambdaLR:
+    """Warm-up + cosine restarted at the start of each phase: ``phases`` lists ``(num_steps, num_warmup_steps)``
+    in order (e.g. UNIFY's text-only MLM pretraining, then the video-text stages). Past the last phase the
+    factor is 0."""
+    if not phases or any(num_steps < 1 or not 0 <= warmup <= num_steps for num_steps, warmup in phases):
+        raise ValueError(f"`phases` must be a non-empty list of (num_steps >= 1, 0 <= num_warmup_steps <= num_steps), got {phases}")
+
+    def factor(step: int) -> float:
+        for num_steps, warmup in phases:
+            if step < num_steps:
+                return warmup_cosine_factor(step, warmup, num_steps)
+            step -= num_steps
+        return 0.0
 
     return LambdaLR(optimizer, factor, last_epoch=last_epoch)
 

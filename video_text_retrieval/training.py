@@ -128,21 +128,25 @@ class TrainPairsDataset(torch.utils.data.Dataset):
         self.frame_sampling = frame_sampling
         self.seed = seed
         self.epoch = 0
+        self.load_videos = True
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def set_load_videos(self, load_videos: bool) -> None:
+        """``False`` skips decoding (text-only phases such as UNIFY's stage 0): items then hold no pixels."""
+        self.load_videos = load_videos
 
     def __len__(self) -> int:
         return len(self.captions)
 
     def __getitem__(self, index: int) -> dict:
-        rng = np.random.default_rng([self.seed, self.epoch, index])
-        frames = load_video(self.video_paths[index], self.num_frames, self.frame_sampling, generator=rng)
-        return {
-            "pixel_values_videos": augment_clip(frames, self.augmentation, rng),
-            "caption": self.captions[index],
-            "index": index,
-        }
+        item = {"caption": self.captions[index], "index": index}
+        if self.load_videos:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            frames = load_video(self.video_paths[index], self.num_frames, self.frame_sampling, generator=rng)
+            item["pixel_values_videos"] = augment_clip(frames, self.augmentation, rng)
+        return item
 
 
 class EvalVideosDataset(torch.utils.data.Dataset):
@@ -162,11 +166,11 @@ class EvalVideosDataset(torch.utils.data.Dataset):
 
 
 def collate_pairs(items: list[dict], tokenizer, max_length: int | None = None) -> dict:
-    """Stack clips and tokenize captions (padding to the longest, truncation to ``max_length``)."""
-    batch = {
-        "pixel_values_videos": torch.stack([item["pixel_values_videos"] for item in items]),
-        "index": torch.tensor([item["index"] for item in items]),
-    }
+    """Stack clips (when the items hold any) and tokenize captions (padding to the longest, truncation to
+    ``max_length``)."""
+    batch = {"index": torch.tensor([item["index"] for item in items])}
+    if "pixel_values_videos" in items[0]:
+        batch["pixel_values_videos"] = torch.stack([item["pixel_values_videos"] for item in items])
     if "caption" in items[0]:
         tokens = tokenizer(
             [item["caption"] for item in items],
