@@ -334,9 +334,28 @@ def scores_matrix(ids: np.ndarray, scores: np.ndarray, num_documents: int) -> to
     return matrix
 
 
-def demo_section(demo_dir: Path, data_file: Path) -> dict:
+def demo_level(model, video_latent, video_lexicon, text_latent, text_lexicon, text_to_video, top_k, normalize) -> dict:
+    """t2v metrics of the lexicon index and of the fused index with videos pruned to `top_k` words."""
     from video_text_retrieval.metrics import t2v_metrics
 
+    num_videos = video_latent.shape[0]
+    lexicon_index = SparseLexiconIndex(top_k=top_k, normalize=normalize)
+    fused_index = FusedIndex(lexicon_index=lexicon_index, fusion_weights=model.config.fusion_weights, depth=num_videos)
+    fused_index.add(list(range(num_videos)), (video_latent, video_lexicon))
+    lexicon_sims = scores_matrix(*lexicon_index.search(text_lexicon, num_videos), num_videos)
+    fused_sims = scores_matrix(*fused_index.search((text_latent, text_lexicon), num_videos), num_videos)
+    return {
+        "video_top_k": top_k,
+        "normalize": normalize,
+        "mean_video_nnz_stored": round(lexicon_index.num_entries / num_videos, 1),
+        "lexicon_t2v": t2v_metrics(lexicon_sims, text_to_video),
+        "fused_t2v": t2v_metrics(fused_sims, text_to_video),
+        "lexicon_sims": lexicon_sims,
+        "fused_sims": fused_sims,
+    }
+
+
+def demo_section(demo_dir: Path, data_file: Path) -> dict:
     model, (video_latent, video_lexicon, text_latent, text_lexicon), text_to_video = encode_demo(demo_dir, data_file)
     num_videos = video_latent.shape[0]
     _, model_lexicon, model_fused = model.compute_similarities(video_latent, video_lexicon, text_latent, text_lexicon)
@@ -355,24 +374,15 @@ def demo_section(demo_dir: Path, data_file: Path) -> dict:
     for top_k in [None, 24, 16, 12, 8, 6, 4, 2]:
         if top_k is not None and top_k >= vocab:
             continue
-        lexicon_index = SparseLexiconIndex(top_k=top_k)
-        fused_index = FusedIndex(lexicon_index=lexicon_index, fusion_weights=model.config.fusion_weights, depth=num_videos)
-        fused_index.add(list(range(num_videos)), (video_latent, video_lexicon))
-        lexicon_ids, lexicon_scores = lexicon_index.search(text_lexicon, num_videos)
-        fused_ids, fused_scores = fused_index.search((text_latent, text_lexicon), num_videos)
-        lexicon_sims = scores_matrix(lexicon_ids, lexicon_scores, num_videos)
-        fused_sims = scores_matrix(fused_ids, fused_scores, num_videos)
-        row = {
-            "video_top_k": top_k,
-            "mean_video_nnz_stored": round(lexicon_index.num_entries / num_videos, 1),
-            "lexicon_t2v": t2v_metrics(lexicon_sims, text_to_video),
-            "fused_t2v": t2v_metrics(fused_sims, text_to_video),
-        }
-        if top_k is None:  # the unpruned index reproduces the model's own similarities
-            row["max_abs_diff_vs_model_lexicon"] = float((lexicon_sims - model_lexicon.T).abs().max())
-            row["max_abs_diff_vs_model_fused"] = float((fused_sims - model_fused.T).abs().max())
-        print(json.dumps(row), flush=True)
-        report["levels"].append(row)
+        for normalize in ("before_pruning",) if top_k is None else ("before_pruning", "after_pruning"):
+            row = demo_level(model, video_latent, video_lexicon, text_latent, text_lexicon, text_to_video, top_k, normalize)
+            if top_k is None:  # the unpruned index must reproduce the model's own similarities
+                row["max_abs_diff_vs_model_lexicon"] = float((row.pop("lexicon_sims") - model_lexicon.T).abs().max())
+                row["max_abs_diff_vs_model_fused"] = float((row.pop("fused_sims") - model_fused.T).abs().max())
+            else:
+                row.pop("lexicon_sims"), row.pop("fused_sims")
+            print(json.dumps(row), flush=True)
+            report["levels"].append(row)
     return report
 
 

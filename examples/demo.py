@@ -73,7 +73,8 @@ def main(argv=None) -> dict:
     started = time.time()
 
     info = generate_synthetic_dataset(data_dir, seed=0)
-    print(f"[1/4] data: {info}")
+    splits = ", ".join(f"{split} {n} videos / {info.num_captions[split]} captions" for split, n in info.num_videos.items())
+    print(f"[1/4] data in {data_dir} ({'reused' if info.reused else f'written in {info.seconds:.1f} s'}): {splits}")
     print("[2/4] processors")
     summarise_processors(data_dir)
 

@@ -766,64 +766,91 @@ class TMassModel(TMassPreTrainedModel):
         if text_to_video is not None or protocol == "official":
             caption_slots = _caption_slots(text_to_video, num_texts, num_videos, protocol, device)
 
+        pooling = self.frame_pooling
+        factorized = pooling.factorizable()
+        mode = "none" if num_trials == 0 else noise
         if chunk_size is None:
             chunk_size = self.config.similarity_chunk_size
-        if chunk_size is None:
-            per_video = max(1, max(num_trials, 1) * num_texts * embed_dim)
-            chunk_size = max(1, _DEFAULT_CHUNK_ELEMENTS // per_video)
-        if chunk_size < 1:
+        if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        # Texts are chunked only where nothing ties them together (not for per-pair noise, whose stream draws
+        # whole [N_t, D] blocks, nor for the straightforward pooling used while dropout is active).
+        text_chunking = factorized and mode != "per_pair"
+        video_chunk, text_chunk, trial_block = _similarity_chunks(
+            num_texts, num_videos, num_trials, embed_dim, mode, chunk_size, text_chunking
+        )
 
         prior, prior_std = self.config.stochastic_prior, float(self.config.stochastic_prior_std)
-        shared_noise = None
-        if num_trials > 0 and noise == "shared":
+        shared_eps = shared_eps_sq = None
+        if mode == "shared":
             if noise_tensor is None:
-                noise_tensor = draw_prior_noise(
-                    (num_trials, num_texts, embed_dim), prior, prior_std, generator=generator
-                )
-            shared_noise = noise_tensor.to(device=device, dtype=dtype)  # [T, N_t, D]
+                noise_tensor = draw_prior_noise((num_trials, num_texts, embed_dim), prior, prior_std, generator=generator)
+            # Text-major [N_t, T, D] copies: every text's trials are one [T, D] matrix of the batched products.
+            shared_eps = noise_tensor.to(device=device, dtype=dtype).transpose(0, 1).contiguous()
+            shared_eps_sq = shared_eps.square()
+        per_pair_noise = None
+        if mode == "per_pair":
+            per_pair_noise = _PerPairNoise(
+                noise_tensor, num_videos, num_trials, num_texts, embed_dim, trial_block, prior, prior_std,
+                generator, device, dtype, background=factorized,
+            )
 
         text_unit = _unit(text_embeds)
+        queries = pooling.text_queries(text_embeds) if factorized else None
         if protocol == "paper":
             scores = torch.empty(num_texts, num_videos, device=device, dtype=dtype)
         else:
             # Per video, the scores of every text against its own caption slots: [N_v, N_t, C].
             own_slot_scores = torch.empty(num_videos, num_texts, caption_slots.shape[1], device=device, dtype=dtype)
 
-        for start in range(0, num_videos, chunk_size):
-            stop = min(start + chunk_size, num_videos)
-            video_pooled = self.frame_pooling(text_embeds, frame_embeds[start:stop])  # [c, N_t, D]
-            if num_trials == 0:
-                selected = text_unit.expand(stop - start, -1, -1)
-                best_cosine = torch.einsum("vnd,vnd->vn", selected, _unit(video_pooled))
-            else:
-                log_radius = self.radius(text_embeds, frame_embeds[start:stop])  # once per pair, all trials
-                if shared_noise is not None:
-                    best_cosine, _, selected = best_of_shared_trials(
-                        text_embeds, log_radius, shared_noise, video_pooled
-                    )
-                else:
-                    radius = torch.exp(log_radius)[:, None]  # [c, 1, N_t, D]
-                    if noise_tensor is not None:
-                        chunk_noise = noise_tensor[start:stop].to(device=device, dtype=dtype)
-                        samples = torch.addcmul(text_embeds, chunk_noise, radius)  # t + eps * r (§4.2)
+        try:
+            for start in range(0, num_videos, video_chunk):
+                stop = min(start + video_chunk, num_videos)
+                frames = frame_embeds[start:stop]
+                basis = pooling.frame_basis(frames) if factorized else None
+                own_pooled = None
+                if protocol == "official":
+                    slots = caption_slots[start:stop]  # [c, C], -1 where a video has fewer captions
+                    if factorized:
+                        # Only the videos' own caption slots are needed (§12.5): a paired pooling, [c, C, D].
+                        own_queries = queries[slots.clamp(min=0).flatten()]
+                        own_basis = basis[torch.arange(stop - start, device=device).repeat_interleave(slots.shape[1])]
+                        own_pooled = pooling.pool_from_basis(own_queries, own_basis, paired=True).view(*slots.shape, -1)
+                for text_start in range(0, num_texts, text_chunk):
+                    text_stop = min(text_start + text_chunk, num_texts)
+                    texts = slice(text_start, text_stop)
+                    if factorized:
+                        pooled = pooling.pool_from_basis(queries[texts], basis)  # [c, n, D]
                     else:
-                        # One draw for the whole chunk replays the official per-(video, trial) stream (§11).
-                        chunk_noise = draw_prior_noise(
-                            (stop - start, num_trials, num_texts, embed_dim), prior, prior_std, generator=generator
-                        ).to(device=device, dtype=dtype)
-                        samples = chunk_noise.mul_(radius).add_(text_embeds)  # in place in the fresh noise buffer
-                    best_cosine, _, selected = best_of_trials(samples, video_pooled)
-                    del samples, chunk_noise
-            if protocol == "paper":
-                scores[:, start:stop] = best_cosine.t()
-            else:
-                # Only the video's own caption slots are needed (§12.5): [c, C, D], NaN for missing slots.
-                slots = caption_slots[start:stop]
-                rows = torch.arange(stop - start, device=device)[:, None]
-                own_pooled = _unit(video_pooled[rows, slots.clamp(min=0)])
-                own_pooled = own_pooled.masked_fill((slots < 0)[..., None], float("nan"))
-                own_slot_scores[start:stop] = torch.einsum("vnd,vcd->vnc", selected, own_pooled)
+                        pooled = pooling(text_embeds[texts], frames)
+                    if protocol == "official" and own_pooled is None:
+                        rows = torch.arange(stop - start, device=device)[:, None]
+                        own_pooled = pooled[rows, slots.clamp(min=0)]
+                    pooled_unit = pooled.div_(torch.linalg.vector_norm(pooled, dim=-1, keepdim=True))
+                    if mode == "none":
+                        # [n, c, 1] = <t_hat, p_hat> for every pair
+                        best_cosine = torch.bmm(pooled_unit.transpose(0, 1), text_unit[texts, :, None])[..., 0]
+                        selected = text_unit[texts].expand(stop - start, -1, -1) if protocol == "official" else None
+                    else:
+                        radius = self.radius(text_embeds[texts], frames).exp_()  # once per pair, all trials
+                        if mode == "shared":
+                            best_cosine, selected = _best_of_shared_noise(
+                                text_embeds[texts], radius, pooled_unit, shared_eps[texts], shared_eps_sq[texts],
+                                want_selected=protocol == "official",
+                            )
+                        else:
+                            best_cosine, selected = _best_of_per_pair_noise(
+                                text_embeds, radius, pooled_unit, per_pair_noise, start, want_selected=protocol == "official"
+                            )
+                    if protocol == "paper":
+                        scores[texts, start:stop] = best_cosine
+                    else:
+                        own_unit = _unit(own_pooled).masked_fill((slots < 0)[..., None], float("nan"))
+                        # [c, n, D] x [c, D, C] -> [c, n, C]
+                        own_slot_scores[start:stop, texts] = torch.bmm(selected, own_unit.transpose(1, 2))
+        finally:
+            if per_pair_noise is not None:
+                per_pair_noise.close()
 
         if protocol == "paper":
             return scores
@@ -849,6 +876,184 @@ class TMassModel(TMassPreTrainedModel):
         if num_trials < 0:
             raise ValueError(f"num_trials must be >= 0, got {num_trials}")
         return num_trials
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Scoring kernels of `TMassModel.similarity` (chunked, exact)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _similarity_chunks(
+    num_texts: int, num_videos: int, num_trials: int, embed_dim: int, mode: str, chunk_size, text_chunking: bool
+) -> tuple[int, int, int]:
+    """`(videos, texts, trials)` per block so that the working set stays within `_DEFAULT_CHUNK_ELEMENTS` floats.
+
+    Per (text, video) pair of a chunk: about 4 `D`-vectors (pooled, radius, products) without trials or with per-pair
+    noise, 6 with shared noise (three products with the noise); per-pair noise adds two `[trials, N_t, D]` noise
+    buffers (the one being scored and the one being drawn).
+    """
+    per_pair = (6 * embed_dim + 3 * num_trials) if mode == "shared" else 4 * embed_dim
+    budget = _DEFAULT_CHUNK_ELEMENTS
+    trial_block = max(num_trials, 1)
+    if mode == "per_pair":
+        trial_block = max(1, min(num_trials, budget // (4 * max(num_texts, 1) * embed_dim)))
+        budget = max(budget - 2 * trial_block * num_texts * embed_dim, budget // 2)
+    if chunk_size is not None:
+        return chunk_size, max(num_texts, 1), trial_block
+    row = max(num_texts, 1) * per_pair
+    if row <= budget or not text_chunking:
+        return max(1, min(num_videos, budget // row)), max(num_texts, 1), trial_block
+    return 1, max(1, budget // per_pair), trial_block
+
+
+def _draw_into(buffer: torch.Tensor, prior: str, std: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Fill `buffer [k, N, D]` with prior noise, the same values as `draw_prior_noise` of its shape (§11)."""
+    if prior == "uniform01":
+        return buffer.uniform_(0.0, 1.0, generator=generator)
+    if prior != "normal":
+        raise ValueError(f"Unknown stochastic prior {prior!r}; expected 'uniform01' or 'normal'")
+    if buffer[0].numel() % 16 == 0:
+        return buffer.normal_(0.0, std, generator=generator)
+    for block in buffer:  # the vectorised normal path works in groups of 16: draw block by block
+        block.normal_(0.0, std, generator=generator)
+    return buffer
+
+
+class _PerPairNoise:
+    """The per-pair noise `eps[a, k, n]` of `similarity`, handed out video by video in blocks of trials, in the
+    official order (video-major, then trial, each an `[N_t, D]` draw), so that generated noise replays the official
+    stream whatever the block sizes (§11).
+
+    Generated noise is drawn one block ahead in a background thread when it is drawn on the CPU: the serial
+    generator (one draw per video, trial, text and dimension) then runs while the previous block is scored. Blocks
+    are writable scratch buffers (the scorer forms the samples in place).
+    """
+
+    def __init__(self, injected, num_videos, num_trials, num_texts, embed_dim, trial_block, prior, std, generator,
+                 device, dtype, background):
+        self.injected = injected
+        self.num_trials, self.trial_block = num_trials, trial_block
+        self.prior, self.std, self.generator = prior, std, generator
+        self.device, self.dtype = device, dtype
+        self.block_starts = list(range(0, num_trials, trial_block))
+        self.order = 0  # index of the next block in the stream
+        self.executor = None
+        self.pending = None
+        shape = (trial_block, num_texts, embed_dim)
+        if injected is not None:
+            self.buffers = [torch.empty(shape, device=device, dtype=dtype)]
+            return
+        draw_device = generator.device if generator is not None else torch.device("cpu")
+        self.total_blocks = total_blocks = num_videos * len(self.block_starts)
+        self.buffers = [torch.empty(shape, device=draw_device) for _ in range(2 if total_blocks > 1 else 1)]
+        if background and draw_device.type == "cpu" and total_blocks > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tmass-noise")
+
+    def _draw(self, order: int) -> torch.Tensor:
+        trials = self._trials(order)
+        buffer = self.buffers[order % len(self.buffers)][:trials]
+        return _draw_into(buffer, self.prior, self.std, self.generator)
+
+    def _trials(self, order: int) -> int:
+        start = self.block_starts[order % len(self.block_starts)]
+        return min(self.trial_block, self.num_trials - start)
+
+    def blocks(self, video: int):
+        """Yield `(first_trial, noise [trials, N_t, D])` for every trial block of `video`, in stream order."""
+        for index, first in enumerate(self.block_starts):
+            if self.injected is not None:
+                stop = first + self._trials(index)
+                scratch = self.buffers[0][: stop - first]
+                yield first, scratch.copy_(self.injected[video, first:stop])
+                continue
+            order = video * len(self.block_starts) + index
+            if order != self.order:
+                raise RuntimeError("per-pair noise must be consumed in stream order")
+            self.order += 1
+            if self.executor is None:
+                block = self._draw(order)
+            else:
+                block = self.pending.result() if self.pending is not None else self._draw(order)
+                # The next block is drawn into the other buffer while this one is scored; never past the last block,
+                # so that the generator ends where the official evaluation leaves it.
+                self.pending = self.executor.submit(self._draw, order + 1) if order + 1 < self.total_blocks else None
+            yield first, block.to(device=self.device, dtype=self.dtype)
+
+    def close(self) -> None:
+        if self.executor is not None:
+            if self.pending is not None:
+                self.pending.cancel()
+            self.executor.shutdown(wait=True)
+            self.executor = None
+
+
+def _best_of_per_pair_noise(text, radius, pooled_unit, noise: _PerPairNoise, first_video: int, want_selected: bool):
+    """Best of `T` trials with per-pair noise for a chunk of videos and every text.
+
+    Args:
+        text: `[N_t, D]`; radius: `[c, N_t, D]` (`exp` of the log-radius); pooled_unit: `[c, N_t, D]` unit pooled
+        videos; noise: the noise source, read for videos `first_video ... first_video + c - 1`.
+    Returns:
+        `best_cosine [N_t, c]` (first trial on ties) and, when asked, the normalised winning samples `[c, N_t, D]`.
+    """
+    num_chunk, num_texts = radius.shape[:2]
+    best_cosine = torch.empty(num_texts, num_chunk, device=text.device, dtype=text.dtype)
+    selected = torch.empty_like(radius) if want_selected else None
+    text_index = torch.arange(num_texts, device=text.device)
+    for video in range(num_chunk):
+        best = winner = None
+        for first, block in noise.blocks(first_video + video):
+            samples = torch.addcmul(text, block, radius[video], out=block)  # t + eps * r (§4.2), in place
+            norms = torch.linalg.vector_norm(samples, dim=-1)  # [k, N_t]
+            # [N_t, k, D] x [N_t, D, 1]: <s, p_hat> per trial, without a normalised copy of the samples
+            cosines = torch.bmm(samples.transpose(0, 1), pooled_unit[video, :, :, None])[..., 0].t().div_(norms)
+            trial = cosines.argmax(dim=0)  # first maximal index, as the official argmax
+            cosine = cosines.gather(0, trial[None])[0]
+            sample = samples[trial, text_index] / norms.gather(0, trial[None])[0, :, None] if want_selected else None
+            if best is None:
+                best, winner = cosine, sample
+            else:  # a later block wins only when strictly better (first trial on ties)
+                better = cosine > best
+                best = torch.where(better, cosine, best)
+                winner = torch.where(better[:, None], sample, winner) if want_selected else None
+        best_cosine[:, video] = best
+        if want_selected:
+            selected[video] = winner
+    return best_cosine, selected
+
+
+def _best_of_shared_noise(text, radius, pooled_unit, eps, eps_sq, want_selected: bool):
+    """Best of `T` trials with noise shared by every video, without forming the samples (see
+    `best_of_shared_trials`): with `s = t + eps * r`, `<s, p_hat> = <t, p_hat> + <eps, r * p_hat>` and
+    `|s|^2 = |t|^2 + 2 <eps, r * t> + <eps^2, r^2>`, batched over texts (`[T, D] x [D, videos]` per text).
+
+    Args:
+        text: `[n, D]`; radius, pooled_unit: `[c, n, D]`; eps, eps_sq: `[n, T, D]` (noise and its square).
+    Returns:
+        `best_cosine [n, c]` and, when asked, the normalised winning samples `[c, n, D]`.
+    """
+    num_chunk = radius.shape[0]
+    text_dot = torch.bmm(pooled_unit.transpose(0, 1), text[:, :, None])[..., 0]  # [n, c]
+    products = torch.empty((2 * num_chunk,) + tuple(radius.shape[1:]), device=radius.device, dtype=radius.dtype)
+    torch.mul(radius, pooled_unit, out=products[:num_chunk])
+    torch.mul(radius, text, out=products[num_chunk:])
+    linear = torch.bmm(eps, products.permute(1, 2, 0))  # [n, T, 2c]
+    del products
+    quadratic = torch.bmm(eps_sq, radius.square().permute(1, 2, 0))  # [n, T, c]
+    squared_norms = torch.add(quadratic, linear[..., num_chunk:], alpha=2).add_(text.square().sum(-1)[:, None, None])
+    cosines = linear[..., :num_chunk].add_(text_dot[:, None]).div_(
+        squared_norms.clamp_min_(torch.finfo(squared_norms.dtype).tiny).sqrt_()
+    )
+    best_trial = cosines.argmax(dim=1)  # [n, c], first index on ties
+    best_cosine = cosines.gather(1, best_trial[:, None])[:, 0]
+    selected = None
+    if want_selected:
+        rows = torch.arange(text.shape[0], device=text.device)[:, None]
+        best_eps = eps[rows, best_trial]  # [n, c, D]
+        selected = _unit(torch.addcmul(text[:, None], best_eps, radius.transpose(0, 1))).transpose(0, 1)
+    return best_cosine, selected
 
 
 def _caption_slots(text_to_video, num_texts: int, num_videos: int, protocol: str, device) -> torch.Tensor:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from video_text_retrieval.distributed import contrastive_loss_scale, gather_with_grad
+from video_text_retrieval.distributed import gather_with_grad
 
 SCRIPTS = Path(__file__).parent / "scripts"
 
@@ -15,7 +15,6 @@ SCRIPTS = Path(__file__).parent / "scripts"
 def test_gather_with_grad_is_identity_without_distributed():
     tensor = torch.randn(3, 2, requires_grad=True)
     assert gather_with_grad(tensor) is tensor
-    assert contrastive_loss_scale() == 1
 
 
 def _launch_two_processes(script: str, report: Path) -> dict:
@@ -44,5 +43,5 @@ def test_two_process_training_step_of_both_models_equals_one_process(tmp_path):
         result = data[kind]
         assert result["loss"] == pytest.approx(result["reference_loss"], rel=1e-5), kind
         assert result["num_parameters_compared"] > 10
-        assert result["max_relative_grad_diff"] < 1e-4, kind
+        assert result["max_grad_diff"] < 1e-5 * result["max_grad"], kind
         assert result["frozen_parameters_with_gradient"] == 0, kind

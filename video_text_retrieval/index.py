@@ -759,6 +759,8 @@ class FusedIndex:
         latent_positions, latent_scores = self.latent_index.search_positions(latent, depth)
         w_latent, w_lexicon = self.fusion_weights
         batch = self.lexicon_index._batch_size(batch_size)
+        if batch_size is None:  # also bound the gathered candidate vectors [batch, 2 * depth, dim]
+            batch = max(1, min(batch, DEFAULT_SCORE_BLOCK_BYTES // (4 * 2 * depth * self.latent_index.dim)))
         results = [[], [], []]
         for start in range(0, latent_queries.shape[0], batch):
             stop = min(start + batch, latent_queries.shape[0])

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .distributed import contrastive_loss_scale, gather_with_grad
+from .distributed import gather_with_grad
 
 __all__ = ["StepContext", "RetrievalTrainingModule", "TMassTask", "UnifyTask", "TASKS", "task_for_model"]
 
@@ -34,7 +34,7 @@ class StepContext:
 
 class RetrievalTrainingModule(torch.nn.Module):
     """Wraps a model for training: ``forward(batch, context) -> dict of losses`` (``"loss"`` is the one
-    to back-propagate, already scaled for DDP's gradient averaging)."""
+    to back-propagate; contrastive terms are computed on the global batch, see `gather_with_grad`)."""
 
     def __init__(self, model: torch.nn.Module, task: "TMassTask | UnifyTask"):
         super().__init__()
@@ -64,7 +64,7 @@ class TMassTask:
             gather_with_grad(text_embeds), gather_with_grad(frame_embeds), generator=context.generator
         )
         return {
-            "loss": output.loss * contrastive_loss_scale(),
+            "loss": output.loss,
             "loss_main": output.loss_main.detach(),
             "loss_support": output.loss_support.detach(),
         }
@@ -116,7 +116,6 @@ class UnifyTask:
         text_latent, text_lexicon = model.get_text_features(batch["input_ids"], batch["attention_mask"])
         video_latent, video_lexicon = model.get_video_features(batch["pixel_values_videos"])
         distill_weight = model.distill_weight_at(context.step, context.total_steps)
-        scale = contrastive_loss_scale()
         terms = model.compute_loss(
             gather_with_grad(video_latent),
             gather_with_grad(video_lexicon),
@@ -124,10 +123,10 @@ class UnifyTask:
             gather_with_grad(text_lexicon),
             distill_weight=distill_weight,
         )
-        loss = terms["loss"] * scale
+        loss = terms["loss"]
         logs = {name: value.detach() for name, value in terms.items() if name != "loss"}
         if mlm_loss is not None:
-            loss = loss + mlm_loss  # local term: DDP's averaging already gives the global mean
+            loss = loss + mlm_loss  # local term: DDP's averaging gives the mean over processes
             logs["mlm_loss"] = mlm_loss.detach()
         logs["distill_weight"] = torch.tensor(distill_weight)
         return {"loss": loss, **logs}

@@ -9,7 +9,7 @@ import sys
 import torch
 from accelerate import Accelerator
 
-from video_text_retrieval.distributed import contrastive_loss_scale, gather_with_grad
+from video_text_retrieval.distributed import gather_with_grad
 
 
 def symmetric_info_nce(text: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
@@ -19,13 +19,17 @@ def symmetric_info_nce(text: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
 
 
 class TwoTowers(torch.nn.Module):
+    """Two encoders before the gather and a head used after it (on the global batch)."""
+
     def __init__(self):
         super().__init__()
         self.text = torch.nn.Linear(6, 4)
         self.video = torch.nn.Linear(5, 4)
+        self.head = torch.nn.Linear(4, 4)
 
-    def forward(self, text_inputs, video_inputs):
-        return self.text(text_inputs), self.video(video_inputs)
+    def forward(self, text_inputs, video_inputs, gather=lambda x: x):
+        text, video = gather(self.text(text_inputs)), gather(self.video(video_inputs))
+        return symmetric_info_nce(self.head(text), video)
 
 
 def main(report_path: str) -> None:
@@ -36,17 +40,15 @@ def main(report_path: str) -> None:
     text_inputs, video_inputs = torch.randn(8, 6), torch.randn(8, 5)
 
     # Full batch, one process.
-    ref_text, ref_video = reference(text_inputs, video_inputs)
-    ref_loss = symmetric_info_nce(ref_text, ref_video)
+    ref_loss = reference(text_inputs, video_inputs)
     ref_loss.backward()
 
     # Each rank holds its slice; the loss uses everyone's embeddings.
     model = accelerator.prepare(model)
     per_rank = 8 // accelerator.num_processes
     local = slice(accelerator.process_index * per_rank, (accelerator.process_index + 1) * per_rank)
-    text, video = model(text_inputs[local], video_inputs[local])
-    loss = symmetric_info_nce(gather_with_grad(text), gather_with_grad(video))
-    accelerator.backward(loss * contrastive_loss_scale())
+    loss = model(text_inputs[local], video_inputs[local], gather=gather_with_grad)
+    accelerator.backward(loss)
 
     unwrapped = accelerator.unwrap_model(model)
     max_grad_diff = max(
