@@ -374,7 +374,12 @@ def main(argv=None) -> dict:
             accelerator.print(f"resumed from {checkpoint}: step {step}, epoch {start_epoch}, {batches_done} batches into it")
 
     max_steps = min(total_steps, args.max_train_steps or total_steps)
-    history = []
+    log_path = output_dir / "train_log.jsonl"
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        # A resumed run keeps the log up to its checkpoint (a killed run may have logged further).
+        kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= step] if step and log_path.is_file() else []
+        log_path.write_text("".join(line + "\n" for line in kept))
     progress_bar = tqdm(total=max_steps, initial=step, disable=not accelerator.is_local_main_process, desc=f"train {task.name}")
     for epoch in range(start_epoch, args.num_epochs):
         if step >= max_steps:
@@ -423,7 +428,8 @@ def main(argv=None) -> dict:
                 logs["lr"] = scheduler.get_last_lr()[-1]
                 progress_bar.set_postfix(loss=f"{logs['loss']:.3f}")
                 if accelerator.is_main_process:
-                    history.append({"step": step, "epoch": epoch, **logs})
+                    with log_path.open("a") as log_file:
+                        log_file.write(json.dumps({"step": step, "epoch": epoch, **logs}) + "\n")
                 epoch_done = batch_in_epoch >= len(train_loader)
                 if epoch_done or step >= max_steps or (args.checkpointing_steps and step % args.checkpointing_steps == 0):
                     save_checkpoint(accelerator, {"step": step, "epoch": epoch + epoch_done, "batches_done": 0 if epoch_done else batch_in_epoch})
@@ -449,7 +455,7 @@ def main(argv=None) -> dict:
             f"text {result['lexicon']['text_nonzeros_mean']:.1f} (of {result['lexicon']['vocab_size']})"
         )
     if accelerator.is_main_process:
-        save_model_folder(unwrapped, processor, task, result, args, output_dir, history)
+        save_model_folder(unwrapped, processor, task, result, args, output_dir)
         if args.plots:
             write_plots(task, sims, test_split, output_dir, result.get("lexicon"))
         if args.push_to_hub:
@@ -469,7 +475,7 @@ def finalize_metrics(metrics: dict, split: dict) -> dict:
     }
 
 
-def save_model_folder(model, processor, task, result: dict, args, output_dir: Path, history: list) -> None:
+def save_model_folder(model, processor, task, result: dict, args, output_dir: Path) -> None:
     from video_text_retrieval.hub import build_model_card
 
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -497,7 +503,6 @@ def save_model_folder(model, processor, task, result: dict, args, output_dir: Pa
     )
     card.save(output_dir / "README.md")
     (output_dir / "metrics.json").write_text(json.dumps(result, indent=2))
-    (output_dir / "train_log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
 
 
 def lexicon_analysis(tokenizer, split: dict, text_features, video_features, k: int = 10, num_examples: int = 4) -> dict:

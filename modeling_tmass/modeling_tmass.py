@@ -308,20 +308,24 @@ class TMassTextConditionedPooling(nn.Module):
     # ------------------------------------------------------------------------------------ exact factorised pooling
     #
     # With dropout off (eval mode), everything after the attention weights is either linear in the convex
-    # combination of per-frame vectors or a per-pair normalisation, so it can be moved onto the `H * F` per-frame
-    # vectors of each video once (landscape §5.4). With `alpha[h, i]` the attention weights of a pair
-    # (`sum_i alpha[h, i] = 1` for every head `h`), `j = (h, i)` and `w[j] = alpha[h, i]`:
+    # combination of per-frame vectors or a per-pair normalisation, so it can be moved onto the `J = H * F`
+    # per-frame vectors of each video once (landscape §5.4). With `alpha[h, i]` the attention weights of a pair
+    # (`sum_i alpha[h, i] = 1` for every head `h`) and `w[j] = alpha[h, i]` for `j = (h, i)`:
     #
-    #   o   = sum_j w[j] E[j],        E[j] = u[i, h] W_o[:, h]^T + b_o / H          (out_proj and its bias)
-    #   o - mean(o) = sum_j w[j] Ebar[j],   Ebar[j] = E[j] - mean(E[j])            (LN_2 centring is linear)
-    #   var(o)      = w^T G w,        G = Ebar Ebar^T / D                           (an [HF, HF] Gram per video)
-    #   y   = x + x W_l^T + b_l = (1 / sigma) sum_j w[j] Y[j] + c0,  sigma = sqrt(var(o) + eps_2),
-    #         Y[j] = (gamma_2 * Ebar[j]) (I + W_l^T),   c0 = beta_2 (I + W_l^T) + b_l
-    #   y - mean(y) = (w / sigma) Yhat + c0hat        (Yhat, c0hat: Y and c0 centred over D)
-    #   p   = gamma_3 * (y - mean(y)) / sqrt(mean((y - mean(y))^2) + eps_3) + beta_3
+    #   o           = sum_j w[j] E[j],   E[j] = u[i, h] W_o[:, h]^T + b_o / H        (out_proj and its bias)
+    #   o - mean(o) = sum_j w[j] Ebar[j],   Ebar[j] = E[j] - mean(E[j])               (LN_2's centring is linear)
+    #   var(o)      = w^T G2 w,   G2 = Ebar Ebar^T / D                               ([J, J] per video)
+    #   y = x + x W_l^T + b_l  with  x = gamma_2 (o - mean(o)) / sigma + beta_2,  sigma = sqrt(var(o) + eps_2):
+    #   y - mean(y) = omega Z,   omega = [w / sigma, 1],   Z = [Y_hat; c_hat]                      ([J + 1, D])
+    #         Y[j] = (gamma_2 * Ebar[j]) (I + W_l^T),  c = beta_2 (I + W_l^T) + b_l,  hats: centred over D
+    #   var(y)      = omega^T G3 omega,   G3 = Z Z^T / D;   tau = sqrt(var(y) + eps_3)
+    #   p           = gamma_3 (y - mean(y)) / tau + beta_3 = phi Q,
+    #         phi = [omega / tau, 1],   Q = [gamma_3 * Z; beta_3]                                  ([J + 2, D])
+    #   |p|^2 = phi^T (Q Q^T) phi,   <t, p> = phi . (Q t)
     #
-    # Per pair this leaves the attention logits (F * D), the softmax, one [HF, HF] quadratic form and one
-    # [HF] x [HF, D] combination (HF * D) instead of the two D x D matrix products of the straightforward layout.
+    # Per pair only the attention logits (F * D), the softmax, three small quadratic forms and, where the pooled
+    # vector itself is needed, one [J + 2] x [J + 2, D] combination remain, instead of the straightforward layout's
+    # two D x D products per pair. The statistics are the same sums in another order (float rounding, ~1e-7).
 
     def factorizable(self) -> bool:
         """Whether `pool_from_basis` equals `forward` (dropout inactive: eval mode or `p = 0`)."""
@@ -334,13 +338,12 @@ class TMassTextConditionedPooling(nn.Module):
         return query.view(*text_embeds.shape[:-1], attention.num_heads, attention.head_dim)
 
     def frame_basis(self, frame_embeds: torch.Tensor) -> "TMassFrameBasis":
-        """Per-video precomputation of the factorised pooling (text-independent), for `pool_from_basis`.
+        """Per-video, text-independent precomputation of the factorised pooling, for `pool_from_basis`.
 
         Args:
             frame_embeds: `[N_v, F, D]` CLIP frame features.
         Returns:
-            A [`TMassFrameBasis`] with `keys [N_v, H, d_h, F]` (scaled by `1/sqrt(d_h)`), `basis [N_v, H*F, D]`,
-            `gram [N_v, H*F, H*F]` and `offset [D]`.
+            A [`TMassFrameBasis`] of the `N_v` videos.
         """
         attention = self.cross_attn
         num_videos, num_frames, dim = frame_embeds.shape
@@ -349,23 +352,63 @@ class TMassTextConditionedPooling(nn.Module):
         keys = attention.k_proj(frames).view(num_videos, num_frames, heads, head_dim).permute(0, 2, 3, 1)
         keys = keys / math.sqrt(head_dim)
         values = attention.v_proj(frames).view(num_videos, num_frames, heads, head_dim).transpose(1, 2)
-        # E[v, h, i] = u[v, i, h] W_o[:, h]^T + b_o / H  -> [N_v, H * F, D]
+        # E[v, h, i] = u[v, i, h] W_o[:, h]^T + b_o / H, centred over D -> Ebar [N_v, J, D]
         out_weight = attention.out_proj.weight.view(dim, heads, head_dim).permute(1, 2, 0)  # [H, d_h, D]
-        basis = torch.matmul(values, out_weight).add_(attention.out_proj.bias / heads).view(num_videos, -1, dim)
-        basis = basis - basis.mean(dim=-1, keepdim=True)
-        gram = torch.matmul(basis, basis.transpose(1, 2)).div_(dim)
-        scaled = basis.mul_(self.layer_norm2.weight)  # gamma_2 * Ebar (basis is not needed any more)
-        basis = torch.addmm(scaled.view(-1, dim), scaled.view(-1, dim), self.linear_proj.weight.t()).view_as(scaled)
-        basis = basis - basis.mean(dim=-1, keepdim=True)
+        centred = torch.matmul(values, out_weight).add_(attention.out_proj.bias / heads).view(num_videos, -1, dim)
+        centred = centred - centred.mean(dim=-1, keepdim=True)
+        gram2 = torch.matmul(centred, centred.transpose(1, 2)).div_(dim)
+        scaled = centred.mul_(self.layer_norm2.weight).view(-1, dim)  # gamma_2 * Ebar
+        num_basis = heads * num_frames
+        # Z = [Y_hat; c_hat] with Y = (gamma_2 Ebar)(I + W_l^T) and c = beta_2 (I + W_l^T) + b_l, centred over D
         beta = self.layer_norm2.bias
         offset = torch.addmv(beta + self.linear_proj.bias, self.linear_proj.weight, beta)
-        offset = offset - offset.mean()
-        return TMassFrameBasis(keys=keys, basis=basis, gram=gram, offset=offset)
+        z = torch.empty(num_videos, num_basis + 1, dim, device=frame_embeds.device, dtype=scaled.dtype)
+        z[:, :num_basis] = torch.addmm(scaled, scaled, self.linear_proj.weight.t()).view(num_videos, num_basis, dim)
+        z[:, num_basis] = offset
+        z.sub_(z.mean(dim=-1, keepdim=True))
+        gram3 = torch.matmul(z, z.transpose(1, 2)).div_(dim)
+        output = torch.cat([z.mul_(self.layer_norm3.weight), self.layer_norm3.bias.expand(num_videos, 1, dim)], 1)
+        output_gram = torch.matmul(output, output.transpose(1, 2))
+        return TMassFrameBasis(keys=keys, gram2=gram2, gram3=gram3, output=output, output_gram=output_gram)
+
+    def pooling_coefficients(
+        self, queries: torch.Tensor, basis: "TMassFrameBasis", *, paired: bool = False
+    ) -> torch.Tensor:
+        """`phi` such that the pooled video is `p = phi @ basis.output` (see the derivation above).
+
+        Args:
+            queries: `[N_t, H, d_h]` (`text_queries`).
+            basis: a [`TMassFrameBasis`] of `N_v` videos.
+            paired: `False`: every text with every video, `[N_v, N_t, J + 2]`; `True`: text `i` with video `i` only
+                (`N_t == N_v`), `[N_v, 1, J + 2]`.
+        """
+        keys = basis.keys
+        num_videos, heads, _, num_frames = keys.shape
+        num_basis = heads * num_frames
+        if paired:
+            # [N, H, 1, d_h] x [N, H, d_h, F] -> [N, H, 1, F] -> [N, 1, J]
+            logits = torch.matmul(queries[:, :, None], keys)
+            weights = torch.softmax(logits, dim=-1).view(num_videos, 1, num_basis)
+        else:
+            # [H, N_t, d_h] x [N_v, H, d_h, F] -> [N_v, H, N_t, F] -> [N_v, N_t, J]
+            logits = torch.matmul(queries.transpose(0, 1), keys)
+            weights = torch.softmax(logits, dim=-1).transpose(1, 2).reshape(num_videos, -1, num_basis)
+        num_texts = weights.shape[1]
+        phi = torch.empty(num_videos, num_texts, num_basis + 2, device=weights.device, dtype=weights.dtype)
+        omega = phi[..., : num_basis + 1]
+        # LN_2: sigma^2 = w^T G2 w + eps_2; omega = [w / sigma, 1]
+        variance = torch.bmm(weights, basis.gram2).mul_(weights).sum(dim=-1, keepdim=True)
+        torch.div(weights, variance.add_(self.layer_norm2.eps).sqrt_(), out=phi[..., :num_basis])
+        phi[..., num_basis:] = 1.0
+        # LN_3: tau^2 = omega^T G3 omega + eps_3; phi = [omega / tau, 1]
+        variance = torch.bmm(omega, basis.gram3).mul_(omega).sum(dim=-1, keepdim=True)
+        omega.div_(variance.add_(self.layer_norm3.eps).sqrt_())
+        return phi
 
     def pool_from_basis(
         self, queries: torch.Tensor, basis: "TMassFrameBasis", *, paired: bool = False
     ) -> torch.Tensor:
-        """The pooled videos from `text_queries` and `frame_basis`: equal to `forward` up to rounding (eval mode).
+        """The pooled videos from `text_queries` and `frame_basis`: `forward` up to float rounding (eval mode).
 
         Args:
             queries: `[N_t, H, d_h]`.
@@ -373,45 +416,31 @@ class TMassTextConditionedPooling(nn.Module):
             paired: `False`: every text with every video, `[N_v, N_t, D]` (as `forward`); `True`: text `i` with
                 video `i` only (`N_t == N_v`), `[N_v, D]`.
         """
-        keys, frame_basis, gram = basis.keys, basis.basis, basis.gram
-        num_videos, heads, _, num_frames = keys.shape
-        if paired:
-            # [N, H, 1, d_h] x [N, H, d_h, F] -> [N, H, 1, F] -> weights [N, 1, H * F]
-            logits = torch.matmul(queries[:, :, None], keys)
-            weights = torch.softmax(logits, dim=-1).reshape(num_videos, 1, heads * num_frames)
-        else:
-            # [H, N_t, d_h] x [N_v, H, d_h, F] -> [N_v, H, N_t, F] -> weights [N_v, N_t, H * F]
-            logits = torch.matmul(queries.transpose(0, 1), keys)
-            weights = torch.softmax(logits, dim=-1).transpose(1, 2).reshape(num_videos, -1, heads * num_frames)
-        # LN_2 standard deviation from the per-video Gram matrix: sigma^2 = w^T G w + eps_2.
-        variance = torch.bmm(weights, gram).mul_(weights).sum(dim=-1, keepdim=True)
-        weights = weights / variance.add_(self.layer_norm2.eps).sqrt_()
-        # Centred input of LN_3: (w / sigma) Yhat + c0hat, then LN_3 with its own statistics.
-        centred = torch.baddbmm(basis.offset.expand(num_videos, 1, -1), weights, frame_basis)
-        scale = torch.rsqrt(centred.pow(2).mean(dim=-1, keepdim=True).add_(self.layer_norm3.eps))
-        pooled = torch.addcmul(self.layer_norm3.bias, centred.mul_(scale), self.layer_norm3.weight)
+        pooled = torch.bmm(self.pooling_coefficients(queries, basis, paired=paired), basis.output)
         return pooled[:, 0] if paired else pooled
 
 
 @dataclass
 class TMassFrameBasis:
     """Text-independent per-video tensors of the exact factorised pooling
-    ([`TMassTextConditionedPooling.frame_basis`]); index with `basis[videos]` to take some videos.
+    ([`TMassTextConditionedPooling.frame_basis`]); `basis[index]` takes some videos. With `J = H * F`:
 
     Args:
         keys: `[N_v, H, d_h, F]` attention keys divided by `sqrt(d_h)`.
-        basis: `[N_v, H * F, D]` per-frame vectors `Yhat` of LN_3's centred input.
-        gram: `[N_v, H * F, H * F]` Gram matrix of LN_2's centred per-frame vectors, divided by `D`.
-        offset: `[D]` constant part of LN_3's centred input.
+        gram2: `[N_v, J, J]` Gram matrix of LN_2's centred per-frame vectors, divided by `D`.
+        gram3: `[N_v, J + 1, J + 1]` Gram matrix of LN_3's centred input basis `Z`, divided by `D`.
+        output: `[N_v, J + 2, D]` the pooled vectors' basis `Q = [gamma_3 * Z; beta_3]`.
+        output_gram: `[N_v, J + 2, J + 2]` `Q Q^T`.
     """
 
     keys: torch.Tensor
-    basis: torch.Tensor
-    gram: torch.Tensor
-    offset: torch.Tensor
+    gram2: torch.Tensor
+    gram3: torch.Tensor
+    output: torch.Tensor
+    output_gram: torch.Tensor
 
     def __getitem__(self, index) -> "TMassFrameBasis":
-        return TMassFrameBasis(self.keys[index], self.basis[index], self.gram[index], self.offset)
+        return TMassFrameBasis(*(getattr(self, name)[index] for name in self.__dataclass_fields__))
 
     def __len__(self) -> int:
         return self.keys.shape[0]
@@ -765,96 +794,176 @@ class TMassModel(TMassPreTrainedModel):
         caption_slots = None
         if text_to_video is not None or protocol == "official":
             caption_slots = _caption_slots(text_to_video, num_texts, num_videos, protocol, device)
-
-        pooling = self.frame_pooling
-        factorized = pooling.factorizable()
-        mode = "none" if num_trials == 0 else noise
         if chunk_size is None:
             chunk_size = self.config.similarity_chunk_size
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-        # Texts are chunked only where nothing ties them together (not for per-pair noise, whose stream draws
-        # whole [N_t, D] blocks, nor for the straightforward pooling used while dropout is active).
-        text_chunking = factorized and mode != "per_pair"
-        video_chunk, text_chunk, trial_block = _similarity_chunks(
-            num_texts, num_videos, num_trials, embed_dim, mode, chunk_size, text_chunking
-        )
+        mode = "none" if num_trials == 0 else noise
 
         prior, prior_std = self.config.stochastic_prior, float(self.config.stochastic_prior_std)
-        shared_eps = shared_eps_sq = None
+        if mode == "shared" and noise_tensor is None:
+            noise_tensor = draw_prior_noise((num_trials, num_texts, embed_dim), prior, prior_std, generator=generator)
         if mode == "shared":
-            if noise_tensor is None:
-                noise_tensor = draw_prior_noise((num_trials, num_texts, embed_dim), prior, prior_std, generator=generator)
-            # Text-major [N_t, T, D] copies: every text's trials are one [T, D] matrix of the batched products.
-            shared_eps = noise_tensor.to(device=device, dtype=dtype).transpose(0, 1).contiguous()
-            shared_eps_sq = shared_eps.square()
-        per_pair_noise = None
-        if mode == "per_pair":
-            per_pair_noise = _PerPairNoise(
-                noise_tensor, num_videos, num_trials, num_texts, embed_dim, trial_block, prior, prior_std,
-                generator, device, dtype, background=factorized,
+            noise_tensor = noise_tensor.to(device=device, dtype=dtype)
+        # The scoring runs in the dtype of the inputs: autocast is off inside (the factorised LayerNorm statistics
+        # and the reused workspaces keep one dtype).
+        with torch.autocast(device.type, enabled=False):
+            return self._similarity(
+                text_embeds, frame_embeds, num_trials, mode, protocol, chunk_size, noise_tensor, generator,
+                caption_slots,
             )
 
-        text_unit = _unit(text_embeds)
-        queries = pooling.text_queries(text_embeds) if factorized else None
+    def _similarity(
+        self, text_embeds, frame_embeds, num_trials, mode, protocol, chunk_size, noise_tensor, generator, caption_slots
+    ) -> torch.Tensor:
+        num_texts, num_videos = text_embeds.shape[0], frame_embeds.shape[0]
+        device, dtype = text_embeds.device, text_embeds.dtype
+        scorer = _SimilarityScorer(
+            self, text_embeds, num_videos, num_trials, mode, protocol, chunk_size, noise_tensor, generator
+        )
         if protocol == "paper":
             scores = torch.empty(num_texts, num_videos, device=device, dtype=dtype)
         else:
             # Per video, the scores of every text against its own caption slots: [N_v, N_t, C].
             own_slot_scores = torch.empty(num_videos, num_texts, caption_slots.shape[1], device=device, dtype=dtype)
-
         try:
-            for start in range(0, num_videos, video_chunk):
-                stop = min(start + video_chunk, num_videos)
-                frames = frame_embeds[start:stop]
-                basis = pooling.frame_basis(frames) if factorized else None
-                own_pooled = None
-                if protocol == "official":
-                    slots = caption_slots[start:stop]  # [c, C], -1 where a video has fewer captions
-                    if factorized:
-                        # Only the videos' own caption slots are needed (§12.5): a paired pooling, [c, C, D].
-                        own_queries = queries[slots.clamp(min=0).flatten()]
-                        own_basis = basis[torch.arange(stop - start, device=device).repeat_interleave(slots.shape[1])]
-                        own_pooled = pooling.pool_from_basis(own_queries, own_basis, paired=True).view(*slots.shape, -1)
-                for text_start in range(0, num_texts, text_chunk):
-                    text_stop = min(text_start + text_chunk, num_texts)
-                    texts = slice(text_start, text_stop)
-                    if factorized:
-                        pooled = pooling.pool_from_basis(queries[texts], basis)  # [c, n, D]
-                    else:
-                        pooled = pooling(text_embeds[texts], frames)
-                    if protocol == "official" and own_pooled is None:
-                        rows = torch.arange(stop - start, device=device)[:, None]
-                        own_pooled = pooled[rows, slots.clamp(min=0)]
-                    pooled_unit = pooled.div_(torch.linalg.vector_norm(pooled, dim=-1, keepdim=True))
-                    if mode == "none":
-                        # [n, c, 1] = <t_hat, p_hat> for every pair
-                        best_cosine = torch.bmm(pooled_unit.transpose(0, 1), text_unit[texts, :, None])[..., 0]
-                        selected = text_unit[texts].expand(stop - start, -1, -1) if protocol == "official" else None
-                    else:
-                        radius = self.radius(text_embeds[texts], frames).exp_()  # once per pair, all trials
-                        if mode == "shared":
-                            best_cosine, selected = _best_of_shared_noise(
-                                text_embeds[texts], radius, pooled_unit, shared_eps[texts], shared_eps_sq[texts],
-                                want_selected=protocol == "official",
-                            )
-                        else:
-                            best_cosine, selected = _best_of_per_pair_noise(
-                                text_embeds, radius, pooled_unit, per_pair_noise, start, want_selected=protocol == "official"
-                            )
+            for start in range(0, num_videos, scorer.video_chunk):
+                stop = min(start + scorer.video_chunk, num_videos)
+                slots = caption_slots[start:stop] if protocol == "official" else None
+                for texts, videos, best_cosine, selected, own_unit in scorer.score_chunk(frame_embeds, start, stop, slots):
                     if protocol == "paper":
-                        scores[texts, start:stop] = best_cosine
+                        scores[texts, videos] = best_cosine
                     else:
-                        own_unit = _unit(own_pooled).masked_fill((slots < 0)[..., None], float("nan"))
                         # [c, n, D] x [c, D, C] -> [c, n, C]
-                        own_slot_scores[start:stop, texts] = torch.bmm(selected, own_unit.transpose(1, 2))
+                        own_slot_scores[videos, texts] = torch.bmm(selected, own_unit.transpose(1, 2))
         finally:
-            if per_pair_noise is not None:
-                per_pair_noise.close()
-
+            scorer.close()
         if protocol == "paper":
             return scores
         return _official_layout(own_slot_scores, caption_slots)
+
+    @torch.no_grad()
+    def similarity_candidates(
+        self,
+        text_embeds: torch.Tensor,
+        frame_embeds: torch.Tensor,
+        candidates: torch.Tensor,
+        *,
+        num_trials: int | None = None,
+        noise: str | None = None,
+        generator: torch.Generator | None = None,
+        noise_tensor: torch.Tensor | None = None,
+        chunk_size: int | None = None,
+    ) -> torch.Tensor:
+        r"""
+        Paper-protocol T-MASS scores of chosen (text, video) pairs only: `scores[n, j]` is the score of text `n`
+        against video `candidates[n, j]`, the value `similarity(...)[n, candidates[n, j]]` would hold (second
+        stage of a two-stage search, see `video_text_retrieval.tmass_search`). Work and memory grow with the number
+        of pairs `N_t * K`, not with `N_t * N_v`.
+
+        Noise: `"shared"` uses one `[T, N_t, D]` draw (or the injected one), exactly as `similarity`, so scores equal
+        `similarity`'s for the same generator state. `"per_pair"` draws each pair's `[T, D]` noise fresh in the
+        order (candidate video, text, trial, dimension) over the pairs sorted by video then text: the same
+        distribution as `similarity`'s per-pair mode, not the same stream; inject `noise_tensor [N_t, K, T, D]`
+        (the pair's noise, e.g. gathered from a `[N_v, T, N_t, D]` tensor) to reproduce given noise.
+
+        Args:
+            text_embeds: `[N_t, D]`; frame_embeds: `[N_v, F, D]`.
+            candidates: `[N_t, K]` video indices (int64) for every text; indices of one row should be distinct.
+            num_trials, noise, generator: as in [`~TMassModel.similarity`].
+            noise_tensor: `[T, N_t, D]` (`"shared"`) or `[N_t, K, T, D]` (`"per_pair"`).
+            chunk_size: videos whose frame basis is held at once (default: automatic).
+        Returns:
+            `[N_t, K]` scores in the dtype of `text_embeds`.
+        """
+        noise = noise if noise is not None else self.config.similarity_noise
+        if noise not in _NOISE_MODES:
+            raise ValueError(f"noise must be one of {_NOISE_MODES}, got {noise!r}")
+        embed_dim = self.config.embed_dim
+        if text_embeds.dim() != 2 or text_embeds.shape[-1] != embed_dim:
+            raise ValueError(f"text_embeds must have shape (N_t, {embed_dim}), got {tuple(text_embeds.shape)}")
+        if frame_embeds.dim() != 3 or frame_embeds.shape[-1] != embed_dim:
+            raise ValueError(f"frame_embeds must have shape (N_v, F, {embed_dim}), got {tuple(frame_embeds.shape)}")
+        self.radius._check_frames(frame_embeds)
+        num_texts, num_videos = text_embeds.shape[0], frame_embeds.shape[0]
+        device, dtype = text_embeds.device, text_embeds.dtype
+        candidates = torch.as_tensor(candidates, device=device).long()
+        if candidates.dim() != 2 or candidates.shape[0] != num_texts:
+            raise ValueError(f"candidates must have shape ({num_texts}, K), got {tuple(candidates.shape)}")
+        if candidates.numel() and (candidates.min() < 0 or candidates.max() >= num_videos):
+            raise ValueError(f"candidates must be video indices in [0, {num_videos})")
+        num_candidates = candidates.shape[1]
+        if num_trials is None and noise_tensor is not None:
+            num_trials = noise_tensor.shape[0] if noise == "shared" else noise_tensor.shape[2]
+        num_trials = self.config.num_trials if num_trials is None else int(num_trials)
+        if num_trials < 0:
+            raise ValueError(f"num_trials must be >= 0, got {num_trials}")
+        if noise_tensor is not None:
+            expected = (
+                (num_trials, num_texts, embed_dim) if noise == "shared"
+                else (num_texts, num_candidates, num_trials, embed_dim)
+            )
+            if tuple(noise_tensor.shape) != expected:
+                raise ValueError(f"noise_tensor for noise={noise!r} must have shape {expected}, got "
+                                 f"{tuple(noise_tensor.shape)}")
+        if not self.frame_pooling.factorizable():
+            raise ValueError("similarity_candidates needs the pooling's dropout off: call model.eval() first")
+        frame_embeds = frame_embeds.to(device=device, dtype=dtype)
+        prior, prior_std = self.config.stochastic_prior, float(self.config.stochastic_prior_std)
+        if noise == "shared" and num_trials > 0 and noise_tensor is None:
+            noise_tensor = draw_prior_noise((num_trials, num_texts, embed_dim), prior, prior_std, generator=generator)
+        if noise_tensor is not None:
+            noise_tensor = noise_tensor.to(device=device, dtype=dtype)
+            if noise == "per_pair":
+                noise_tensor = noise_tensor.reshape(-1, num_trials, embed_dim)  # [N_t * K, T, D], pair-major
+
+        with torch.autocast(device.type, enabled=False):
+            pooling = self.frame_pooling
+            queries = pooling.text_queries(text_embeds)
+            text_unit = _unit(text_embeds)
+            scores = torch.empty(num_texts * num_candidates, device=device, dtype=dtype)
+            # Pairs sorted by video (then text): each chunk of videos computes its frame basis once.
+            pair_videos, order = torch.sort(candidates.flatten(), stable=True)
+            pair_texts = order // max(num_candidates, 1)
+            num_basis = self.config.num_pooling_heads * self.config.num_frames
+            per_video_basis = (self.config.num_frames + num_basis + 3) * embed_dim + 3 * (num_basis + 2) ** 2
+            video_chunk = chunk_size or max(1, _BASIS_CHUNK_ELEMENTS // per_video_basis)
+            pair_tile = max(1, _DEFAULT_CHUNK_ELEMENTS // (4 * max(num_trials, 1) * embed_dim))
+            bounds = torch.searchsorted(pair_videos, torch.arange(0, num_videos + video_chunk, video_chunk, device=device))
+            bounds = bounds.tolist()
+            linear = self.radius.linear_proj
+            for chunk_index, start in enumerate(range(0, num_videos, video_chunk)):
+                first, last = bounds[chunk_index], bounds[chunk_index + 1]
+                if first == last:
+                    continue
+                stop = min(start + video_chunk, num_videos)
+                frames = frame_embeds[start:stop]
+                basis = pooling.frame_basis(frames)
+                frames_unit = _unit(frames)
+                for tile_start in range(first, last, pair_tile):
+                    tile = slice(tile_start, min(tile_start + pair_tile, last))
+                    texts, videos, pair_ids = pair_texts[tile], pair_videos[tile] - start, order[tile]
+                    tile_basis = basis[videos]
+                    pooled = pooling.pool_from_basis(queries[texts], tile_basis, paired=True)  # [P, D]
+                    if num_trials == 0:
+                        scores[pair_ids] = torch.linalg.vecdot(text_unit[texts], _unit(pooled))
+                        continue
+                    cosines = torch.bmm(frames_unit[videos], text_unit[texts, :, None])[..., 0]  # [P, F]
+                    radius = torch.addmm(linear.bias, cosines, linear.weight.t()).exp_()  # [P, D]
+                    if noise == "shared":
+                        eps = noise_tensor[:, texts].transpose(0, 1)  # [P, T, D]
+                    elif noise_tensor is not None:
+                        eps = noise_tensor[pair_ids]
+                    else:
+                        eps = torch.empty(pair_ids.numel(), num_trials, embed_dim, device=(
+                            generator.device if generator is not None else torch.device("cpu")))
+                        eps = _draw_into(eps, prior, prior_std, generator).to(device=device, dtype=dtype)
+                    samples = torch.addcmul(text_embeds[texts, None], eps, radius[:, None])  # [P, T, D]
+                    norms = torch.linalg.vector_norm(samples, dim=-1)
+                    dots = torch.bmm(samples, pooled[:, :, None])[..., 0].div_(norms)  # [P, T]
+                    best = dots.gather(1, dots.argmax(dim=1, keepdim=True))[:, 0]
+                    scores[pair_ids] = best.div_(torch.linalg.vector_norm(pooled, dim=-1))
+        return scores.view(num_texts, num_candidates)
 
     def _resolve_num_trials(self, num_trials, noise, noise_tensor, num_texts, num_videos) -> int:
         embed_dim = self.config.embed_dim
@@ -879,31 +988,147 @@ class TMassModel(TMassPreTrainedModel):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Scoring kernels of `TMassModel.similarity` (chunked, exact)
+# Exact chunked scoring of `TMassModel.similarity`
 # ---------------------------------------------------------------------------------------------------------------------
 
+# Pairs per tile of the pair-level work: the per-pair `[pairs, D]` tensors of a tile (radius, pooled vectors,
+# products) stay a few MiB, small enough to be reused from cache by the following operations.
+_TILE_PAIRS = 2048
+# Frame-basis floats per chunk of videos when `chunk_size` is not given (about 64 MiB).
+_BASIS_CHUNK_ELEMENTS = 2**24
+_REDUCE_THREADS_WHILE_DRAWING = True
 
-def _similarity_chunks(
-    num_texts: int, num_videos: int, num_trials: int, embed_dim: int, mode: str, chunk_size, text_chunking: bool
-) -> tuple[int, int, int]:
-    """`(videos, texts, trials)` per block so that the working set stays within `_DEFAULT_CHUNK_ELEMENTS` floats.
 
-    Per (text, video) pair of a chunk: about 4 `D`-vectors (pooled, radius, products) without trials or with per-pair
-    noise, 6 with shared noise (three products with the noise); per-pair noise adds two `[trials, N_t, D]` noise
-    buffers (the one being scored and the one being drawn).
+def _flat_view(workspace: torch.Tensor, *shape: int) -> torch.Tensor:
+    """A contiguous `shape` view of the front of a flat workspace (reused across tiles without new allocations)."""
+    return workspace[: math.prod(shape)].view(shape)
+
+
+class _SimilarityScorer:
+    """Tiles `similarity` over (video chunk) x (text tile, video tile) with reusable workspaces.
+
+    Memory: the frame basis of one chunk of videos (`(F + (J + 2)) * D` floats per video plus small Gram matrices;
+    `chunk_size` videos, or about `_BASIS_CHUNK_ELEMENTS` floats), the tile workspaces (a few `[_TILE_PAIRS, D]`
+    tensors), and the noise: the `[T, N_t, D]` shared draw, or two `[trials, N_t, D]` per-pair blocks (the one
+    being scored and the next one being drawn). Never an `[N_v, N_t, D]` tensor.
     """
-    per_pair = (6 * embed_dim + 3 * num_trials) if mode == "shared" else 4 * embed_dim
-    budget = _DEFAULT_CHUNK_ELEMENTS
-    trial_block = max(num_trials, 1)
-    if mode == "per_pair":
-        trial_block = max(1, min(num_trials, budget // (4 * max(num_texts, 1) * embed_dim)))
-        budget = max(budget - 2 * trial_block * num_texts * embed_dim, budget // 2)
-    if chunk_size is not None:
-        return chunk_size, max(num_texts, 1), trial_block
-    row = max(num_texts, 1) * per_pair
-    if row <= budget or not text_chunking:
-        return max(1, min(num_videos, budget // row)), max(num_texts, 1), trial_block
-    return 1, max(1, budget // per_pair), trial_block
+
+    def __init__(self, model, text, num_videos, num_trials, mode, protocol, chunk_size, noise_tensor, generator):
+        config, pooling = model.config, model.frame_pooling
+        self.model, self.pooling, self.radius = model, pooling, model.radius
+        self.mode, self.protocol, self.num_trials = mode, protocol, num_trials
+        self.text = text
+        num_texts, dim = text.shape
+        self.factorized = pooling.factorizable()
+        self.queries = pooling.text_queries(text) if self.factorized else None
+        self.text_unit = _unit(text)
+        self.text_norm = torch.linalg.vector_norm(text, dim=-1)
+        self.text_sq = self.text_norm.square()
+        num_basis = config.num_pooling_heads * config.num_frames
+        per_video_basis = (config.num_frames + num_basis + 3) * dim + 3 * (num_basis + 2) ** 2
+        if chunk_size is None:
+            chunk_size = max(1, _BASIS_CHUNK_ELEMENTS // per_video_basis)
+        self.video_chunk = max(1, min(chunk_size, max(num_videos, 1)))
+        n_texts = max(num_texts, 1)
+        # Tiles: per-pair noise needs every text of a video together (its stream draws whole [N_t, D] blocks).
+        if mode == "per_pair" or not self.factorized:
+            self.text_tile = n_texts
+        elif mode == "none":
+            self.text_tile = n_texts
+        else:
+            # few texts x many videos: every text's [T, D] x [D, 2 * videos] product is then a wide matrix product
+            self.text_tile = max(1, min(n_texts, _TILE_PAIRS // min(256, self.video_chunk)))
+        tile_pairs = _TILE_PAIRS * (16 if mode == "none" else 1)
+        self.video_tile = max(1, min(self.video_chunk, tile_pairs // self.text_tile))
+        tile = self.video_tile * self.text_tile
+        device, dtype = text.device, text.dtype
+        self.radius_ws = torch.empty(tile * dim, device=device, dtype=dtype) if mode != "none" else None
+        self.pooled_ws = torch.empty((2 if mode == "shared" else 1) * tile * dim, device=device, dtype=dtype)
+        self.shared_eps = self.eps_ws = self.eps_sq_ws = None
+        if mode == "shared":
+            self.shared_eps = noise_tensor.transpose(0, 1)  # [N_t, T, D] view: every text's trials are a [T, D] matrix
+            self.eps_ws = torch.empty(self.text_tile * num_trials * dim, device=device, dtype=dtype)
+            self.eps_sq_ws = torch.empty_like(self.eps_ws)
+        self.per_pair_noise = None
+        if mode == "per_pair":
+            trial_block = max(1, min(num_trials, _DEFAULT_CHUNK_ELEMENTS // (2 * n_texts * dim)))  # all, up to 1k texts
+            self.per_pair_noise = _PerPairNoise(
+                noise_tensor, num_videos, num_trials, num_texts, dim, trial_block, config.stochastic_prior,
+                float(config.stochastic_prior_std), generator, device, dtype, background=self.factorized,
+            )
+
+    def close(self) -> None:
+        if self.per_pair_noise is not None:
+            self.per_pair_noise.close()
+
+    def score_chunk(self, frame_embeds, start, stop, slots):
+        """Yield `(texts, videos, best_cosine [n, c], selected [c, n, D] | None, own_unit [c, C, D] | None)` tiles."""
+        pooling, dim = self.pooling, self.text.shape[1]
+        frames = frame_embeds[start:stop]
+        basis = pooling.frame_basis(frames) if self.factorized else None
+        frames_unit = _unit(frames)
+        own_unit = None
+        if slots is not None:  # official protocol: each video pooled with its own caption slots, [c, C, D]
+            flat = slots.clamp(min=0).flatten()
+            if self.factorized:
+                index = torch.arange(stop - start, device=frames.device).repeat_interleave(slots.shape[1])
+                own = pooling.pool_from_basis(self.queries[flat], basis[index], paired=True)
+            else:  # straightforward layout (dropout active): pool the own captions with all videos, keep the pairs
+                pair = torch.arange(flat.numel(), device=frames.device)
+                own = pooling(self.text[flat], frames)[pair // slots.shape[1], pair]
+            own = own.reshape(*slots.shape, dim)
+            own_unit = _unit(own).masked_fill((slots < 0)[..., None], float("nan"))
+        want_selected = slots is not None
+        num_texts = self.text.shape[0]
+        for video_start in range(0, stop - start, self.video_tile):
+            video_stop = min(video_start + self.video_tile, stop - start)
+            local = slice(video_start, video_stop)
+            videos = slice(start + video_start, start + video_stop)
+            count = video_stop - video_start
+            for text_start in range(0, num_texts, self.text_tile):
+                text_stop = min(text_start + self.text_tile, num_texts)
+                texts = slice(text_start, text_stop)
+                best, selected = self._score_tile(
+                    texts, frames[local], frames_unit[local], basis[local] if basis is not None else None,
+                    start + video_start, want_selected,
+                )
+                yield texts, videos, best, selected, own_unit[local] if own_unit is not None else None
+
+    def _score_tile(self, texts, frames, frames_unit, basis, first_video, want_selected):
+        text = self.text[texts]
+        count, num = frames.shape[0], text.shape[0]
+        dim = text.shape[1]
+        pooled_out = _flat_view(self.pooled_ws, count, num, dim)
+        if self.factorized:
+            phi = self.pooling.pooling_coefficients(self.queries[texts], basis)  # [c, n, J + 2]
+            # |p| and <t, p> from the per-video Gram matrix and Q t, without forming p: [c, n]
+            pooled_norm = torch.bmm(phi, basis.output_gram).mul_(phi).sum(dim=-1).clamp_min_(0).sqrt_()
+            text_dot = torch.matmul(basis.output, text.t()).transpose(1, 2).mul_(phi).sum(dim=-1)
+            if self.mode != "none" or want_selected:
+                torch.bmm(phi, basis.output, out=pooled_out)
+        else:
+            pooled = self.pooling(text, frames)  # straightforward layout (dropout active)
+            pooled_out.copy_(pooled)
+            pooled_norm = torch.linalg.vector_norm(pooled, dim=-1)
+            text_dot = torch.bmm(pooled.transpose(0, 1), text[:, :, None])[..., 0].t()
+        if self.mode == "none":
+            best = text_dot.div_(pooled_norm).div_(self.text_norm[texts]).t()  # [n, c]
+            selected = self.text_unit[texts].expand(count, -1, -1) if want_selected else None
+            return best, selected
+        # Log-radius once per pair (all trials): l = W_r s + b_r with s the text-frame cosines (§4.1); r = exp(l).
+        cosines = torch.matmul(self.text_unit[texts], frames_unit.transpose(1, 2))  # [c, n, F]
+        radius = _flat_view(self.radius_ws, count, num, dim)
+        linear = self.radius.linear_proj
+        torch.addmm(linear.bias, cosines.view(-1, cosines.shape[-1]), linear.weight.t(), out=radius.view(-1, dim))
+        radius.exp_()
+        if self.mode == "shared":
+            return _best_of_shared_noise(
+                text, self.text_sq[texts], radius, self.pooled_ws, count, pooled_norm, text_dot,
+                self.shared_eps[texts], self.eps_ws, self.eps_sq_ws, want_selected,
+            )
+        return _best_of_per_pair_noise(
+            text, radius, pooled_out, pooled_norm, self.per_pair_noise, first_video, want_selected
+        )
 
 
 def _draw_into(buffer: torch.Tensor, prior: str, std: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -925,8 +1150,9 @@ class _PerPairNoise:
     stream whatever the block sizes (§11).
 
     Generated noise is drawn one block ahead in a background thread when it is drawn on the CPU: the serial
-    generator (one draw per video, trial, text and dimension) then runs while the previous block is scored. Blocks
-    are writable scratch buffers (the scorer forms the samples in place).
+    generator (one draw per video, trial, text and dimension) then runs while the previous block is scored. It never
+    draws past the last block, so the generator ends where a serial draw would leave it. Blocks are writable scratch
+    buffers (the scorer forms the samples in place).
     """
 
     def __init__(self, injected, num_videos, num_trials, num_texts, embed_dim, trial_block, prior, std, generator,
@@ -936,37 +1162,39 @@ class _PerPairNoise:
         self.prior, self.std, self.generator = prior, std, generator
         self.device, self.dtype = device, dtype
         self.block_starts = list(range(0, num_trials, trial_block))
+        self.total_blocks = num_videos * len(self.block_starts)
         self.order = 0  # index of the next block in the stream
-        self.executor = None
-        self.pending = None
+        self.executor = self.pending = None
         shape = (trial_block, num_texts, embed_dim)
         if injected is not None:
             self.buffers = [torch.empty(shape, device=device, dtype=dtype)]
             return
         draw_device = generator.device if generator is not None else torch.device("cpu")
-        self.total_blocks = total_blocks = num_videos * len(self.block_starts)
-        self.buffers = [torch.empty(shape, device=draw_device) for _ in range(2 if total_blocks > 1 else 1)]
-        if background and draw_device.type == "cpu" and total_blocks > 1:
+        self.buffers = [torch.empty(shape, device=draw_device) for _ in range(2 if self.total_blocks > 1 else 1)]
+        if background and draw_device.type == "cpu" and self.total_blocks > 1:
             from concurrent.futures import ThreadPoolExecutor
 
             self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tmass-noise")
-
-    def _draw(self, order: int) -> torch.Tensor:
-        trials = self._trials(order)
-        buffer = self.buffers[order % len(self.buffers)][:trials]
-        return _draw_into(buffer, self.prior, self.std, self.generator)
+            # The serial generator keeps one core busy: score with one intra-op thread fewer meanwhile (restored by
+            # `close`), so that the scoring's parallel regions do not wait on a core the generator holds.
+            self.saved_threads = torch.get_num_threads()
+            if self.saved_threads > 1 and _REDUCE_THREADS_WHILE_DRAWING:
+                torch.set_num_threads(self.saved_threads - 1)
 
     def _trials(self, order: int) -> int:
         start = self.block_starts[order % len(self.block_starts)]
         return min(self.trial_block, self.num_trials - start)
+
+    def _draw(self, order: int) -> torch.Tensor:
+        buffer = self.buffers[order % len(self.buffers)][: self._trials(order)]
+        return _draw_into(buffer, self.prior, self.std, self.generator)
 
     def blocks(self, video: int):
         """Yield `(first_trial, noise [trials, N_t, D])` for every trial block of `video`, in stream order."""
         for index, first in enumerate(self.block_starts):
             if self.injected is not None:
                 stop = first + self._trials(index)
-                scratch = self.buffers[0][: stop - first]
-                yield first, scratch.copy_(self.injected[video, first:stop])
+                yield first, self.buffers[0][: stop - first].copy_(self.injected[video, first:stop])
                 continue
             order = video * len(self.block_starts) + index
             if order != self.order:
@@ -976,8 +1204,7 @@ class _PerPairNoise:
                 block = self._draw(order)
             else:
                 block = self.pending.result() if self.pending is not None else self._draw(order)
-                # The next block is drawn into the other buffer while this one is scored; never past the last block,
-                # so that the generator ends where the official evaluation leaves it.
+                # The next block is drawn into the other buffer while this one is scored.
                 self.pending = self.executor.submit(self._draw, order + 1) if order + 1 < self.total_blocks else None
             yield first, block.to(device=self.device, dtype=self.dtype)
 
@@ -985,16 +1212,19 @@ class _PerPairNoise:
         if self.executor is not None:
             if self.pending is not None:
                 self.pending.cancel()
+                self.pending = None
             self.executor.shutdown(wait=True)
             self.executor = None
+            if torch.get_num_threads() != self.saved_threads:
+                torch.set_num_threads(self.saved_threads)
 
 
-def _best_of_per_pair_noise(text, radius, pooled_unit, noise: _PerPairNoise, first_video: int, want_selected: bool):
-    """Best of `T` trials with per-pair noise for a chunk of videos and every text.
+def _best_of_per_pair_noise(text, radius, pooled, pooled_norm, noise: _PerPairNoise, first_video, want_selected):
+    """Best of `T` trials with per-pair noise for a tile of videos and every text.
 
     Args:
-        text: `[N_t, D]`; radius: `[c, N_t, D]` (`exp` of the log-radius); pooled_unit: `[c, N_t, D]` unit pooled
-        videos; noise: the noise source, read for videos `first_video ... first_video + c - 1`.
+        text: `[N_t, D]`; radius: `[c, N_t, D]` (`exp` of the log-radius); pooled: `[c, N_t, D]` pooled videos and
+        pooled_norm `[c, N_t]` their norms; noise: the noise source, read for videos `first_video ...`.
     Returns:
         `best_cosine [N_t, c]` (first trial on ties) and, when asked, the normalised winning samples `[c, N_t, D]`.
     """
@@ -1003,54 +1233,58 @@ def _best_of_per_pair_noise(text, radius, pooled_unit, noise: _PerPairNoise, fir
     selected = torch.empty_like(radius) if want_selected else None
     text_index = torch.arange(num_texts, device=text.device)
     for video in range(num_chunk):
-        best = winner = None
+        best = None
         for first, block in noise.blocks(first_video + video):
-            samples = torch.addcmul(text, block, radius[video], out=block)  # t + eps * r (§4.2), in place
+            samples = torch.addcmul(text, block, radius[video], out=block)  # t + eps * r (§4.2), in place: [k, N_t, D]
             norms = torch.linalg.vector_norm(samples, dim=-1)  # [k, N_t]
-            # [N_t, k, D] x [N_t, D, 1]: <s, p_hat> per trial, without a normalised copy of the samples
-            cosines = torch.bmm(samples.transpose(0, 1), pooled_unit[video, :, :, None])[..., 0].t().div_(norms)
+            # [N_t, k, D] x [N_t, D, 1]: <s, p> per trial, without a normalised copy of the samples
+            cosines = torch.bmm(samples.transpose(0, 1), pooled[video, :, :, None])[..., 0].t().div_(norms)
             trial = cosines.argmax(dim=0)  # first maximal index, as the official argmax
             cosine = cosines.gather(0, trial[None])[0]
-            sample = samples[trial, text_index] / norms.gather(0, trial[None])[0, :, None] if want_selected else None
+            sample = samples[trial, text_index].div_(norms.gather(0, trial[None])[0, :, None]) if want_selected else None
             if best is None:
                 best, winner = cosine, sample
             else:  # a later block wins only when strictly better (first trial on ties)
                 better = cosine > best
                 best = torch.where(better, cosine, best)
                 winner = torch.where(better[:, None], sample, winner) if want_selected else None
-        best_cosine[:, video] = best
+        best_cosine[:, video] = best.div_(pooled_norm[video])
         if want_selected:
             selected[video] = winner
     return best_cosine, selected
 
 
-def _best_of_shared_noise(text, radius, pooled_unit, eps, eps_sq, want_selected: bool):
-    """Best of `T` trials with noise shared by every video, without forming the samples (see
-    `best_of_shared_trials`): with `s = t + eps * r`, `<s, p_hat> = <t, p_hat> + <eps, r * p_hat>` and
-    `|s|^2 = |t|^2 + 2 <eps, r * t> + <eps^2, r^2>`, batched over texts (`[T, D] x [D, videos]` per text).
+def _best_of_shared_noise(text, text_sq, radius, pooled_ws, count, pooled_norm, text_dot, eps, eps_ws, eps_sq_ws,
+                          want_selected):
+    """Best of `T` trials with noise shared by every video, without forming the samples: with `s = t + eps * r`,
+    `<s, p> = <t, p> + <eps, r * p>` and `|s|^2 = |t|^2 + 2 <eps, r * t> + <eps^2, r^2>`, batched over texts
+    (`[T, D] x [D, videos]` per text).
 
     Args:
-        text: `[n, D]`; radius, pooled_unit: `[c, n, D]`; eps, eps_sq: `[n, T, D]` (noise and its square).
+        text: `[n, D]`, text_sq `[n]`; radius: `[c, n, D]`; pooled_ws: workspace whose front holds the pooled
+        vectors `[c, n, D]` (overwritten); pooled_norm, text_dot: `[c, n]`; eps: `[n, T, D]` (a view);
+        eps_ws, eps_sq_ws: workspaces.
     Returns:
         `best_cosine [n, c]` and, when asked, the normalised winning samples `[c, n, D]`.
     """
-    num_chunk = radius.shape[0]
-    text_dot = torch.bmm(pooled_unit.transpose(0, 1), text[:, :, None])[..., 0]  # [n, c]
-    products = torch.empty((2 * num_chunk,) + tuple(radius.shape[1:]), device=radius.device, dtype=radius.dtype)
-    torch.mul(radius, pooled_unit, out=products[:num_chunk])
-    torch.mul(radius, text, out=products[num_chunk:])
-    linear = torch.bmm(eps, products.permute(1, 2, 0))  # [n, T, 2c]
-    del products
-    quadratic = torch.bmm(eps_sq, radius.square().permute(1, 2, 0))  # [n, T, c]
-    squared_norms = torch.add(quadratic, linear[..., num_chunk:], alpha=2).add_(text.square().sum(-1)[:, None, None])
-    cosines = linear[..., :num_chunk].add_(text_dot[:, None]).div_(
+    num, dim = text.shape
+    trials = eps.shape[1]
+    products = _flat_view(pooled_ws, 2 * count, num, dim)
+    products[:count].mul_(radius)  # r * p
+    torch.mul(radius, text, out=products[count:])  # r * t
+    eps_tile = torch.square(eps, out=_flat_view(eps_sq_ws, num, trials, dim))
+    eps_tile = _flat_view(eps_ws, num, trials, dim).copy_(eps), eps_tile
+    linear = torch.bmm(eps_tile[0], products.permute(1, 2, 0))  # [n, T, 2c]
+    quadratic = torch.bmm(eps_tile[1], torch.square(radius, out=products[count:]).permute(1, 2, 0))  # [n, T, c]
+    squared_norms = quadratic.add_(linear[..., count:], alpha=2).add_(text_sq[:, None, None])
+    cosines = linear[..., :count].add_(text_dot.t()[:, None]).div_(
         squared_norms.clamp_min_(torch.finfo(squared_norms.dtype).tiny).sqrt_()
     )
     best_trial = cosines.argmax(dim=1)  # [n, c], first index on ties
-    best_cosine = cosines.gather(1, best_trial[:, None])[:, 0]
+    best_cosine = cosines.gather(1, best_trial[:, None])[:, 0].div_(pooled_norm.t())
     selected = None
     if want_selected:
-        rows = torch.arange(text.shape[0], device=text.device)[:, None]
+        rows = torch.arange(num, device=text.device)[:, None]
         best_eps = eps[rows, best_trial]  # [n, c, D]
         selected = _unit(torch.addcmul(text[:, None], best_eps, radius.transpose(0, 1))).transpose(0, 1)
     return best_cosine, selected

@@ -1,6 +1,6 @@
-"""What the training script needs to know about each model: how to build a small one from scratch,
-how to compute its training loss on a batch (across processes), how to encode and score for
-evaluation, and which parameters are the pretrained backbone.
+"""What the training script needs to know about each model: how to compute its training loss on a
+batch (across processes), how to encode and score for evaluation, and which parameters are the
+pretrained backbone.
 
 Training goes through :class:`RetrievalTrainingModule`, an ``nn.Module`` whose ``forward`` runs the
 whole step (encode, gather across processes with gradient, loss), so that DDP sees every parameter
@@ -50,8 +50,6 @@ class TMassTask:
     global batch."""
 
     name = "tmass"
-    backbone_prefix = "clip."
-    find_unused_parameters = False
 
     @staticmethod
     def is_backbone(parameter_name: str) -> bool:
@@ -95,9 +93,6 @@ class UnifyTask:
     embeddings gathered across processes (+ MLM on the local captions in stage 2)."""
 
     name = "unify"
-    backbone_prefix = None
-    # Frozen sides (stage 0: video; stage 1: text) receive no gradient.
-    find_unused_parameters = True
 
     @staticmethod
     def is_backbone(parameter_name: str) -> bool:

@@ -1,0 +1,325 @@
+"""T-MASS retrieval at scale: streaming top-k over exact scores, and two-stage search (issue 5).
+
+T-MASS scores a (text, video) pair by pooling the video's frames with the text as the query and keeping the
+best of `T` stochastic text samples (tmass.md §3-§6); there is no per-video embedding to index, so every pair
+is scored. `TMassModel.similarity` computes those scores exactly in memory-bounded chunks; this module adds:
+
+* :func:`tmass_topk`: the top-`k` videos of every text (and optionally the top texts of every video) from the
+  exact scores, streamed over chunks of videos, so that the `[N_t, N_v]` matrix is never held. It equals the
+  top-`k` of the full matrix (ties: the lower video index first).
+* Two-stage search (landscape.md §5.4 item 3): a text-agnostic first stage proposes `candidate_depth` videos per
+  text from mean-pooled frame embeddings by dense top-k (:func:`mean_pooled_video_embeddings`,
+  :func:`dense_topk`), then :func:`two_stage_search` scores only those pairs exactly
+  (`TMassModel.similarity_candidates`). The first stage bounds what the second can find: report its recall with
+  :func:`first_stage_recall` to choose the depth (the recall at depth `k` is the share of texts whose video
+  survives the first stage). With `candidate_depth = N_v` the result is the full exact ranking.
+
+Noise: the scores are stochastic (best of `T` samples). With `noise="shared"` (one `[T, N_t, D]` draw reused for
+every video) the same generator state gives the same scores in every function here and in `similarity`. With
+`noise="per_pair"`, :func:`tmass_topk` replays `similarity`'s stream (video-major), while the second stage of a
+two-stage search draws fresh per-pair noise for its candidate pairs (same distribution, another stream).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from modeling_tmass.modeling_tmass import draw_prior_noise
+
+__all__ = [
+    "StreamingTopK",
+    "TMassTopK",
+    "TwoStageResult",
+    "dense_topk",
+    "first_stage_ranks",
+    "first_stage_recall",
+    "mean_pooled_video_embeddings",
+    "tmass_topk",
+    "two_stage_search",
+]
+
+# Videos scored per `similarity` call by `tmass_topk` when `chunk_size` is not given.
+DEFAULT_STREAM_CHUNK = 512
+# Gallery vectors per block of the dense first stage.
+DEFAULT_DENSE_CHUNK = 65536
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Streaming top-k
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _merge_topk(values, indices, new_values, new_indices, k):
+    """Top-`k` of two candidate sets along the last axis, best first; ties keep the earlier set's entries first
+    (and, inside a set, the given order). NaN scores rank last."""
+    if values is None:
+        all_values, all_indices = new_values, new_indices
+    else:
+        all_values = torch.cat([values, new_values], dim=-1)
+        all_indices = torch.cat([indices, new_indices], dim=-1)
+    keys = torch.nan_to_num(all_values, nan=-float("inf"))
+    order = torch.sort(keys, dim=-1, descending=True, stable=True).indices[..., :k]
+    return all_values.gather(-1, order), all_indices.gather(-1, order)
+
+
+class StreamingTopK:
+    """Running top-`k` over the columns of a `[num_queries, N]` score matrix seen block by block, left to right.
+
+    `update(scores, offset)` takes the block of columns `offset ... offset + c - 1`; `result()` returns
+    `(scores [num_queries, k'], indices [num_queries, k'])`, best first, `k' = min(k, columns seen)`. Equal to
+    the top-`k` of the whole matrix with ties broken by the lower column index (a stable descending sort).
+    """
+
+    def __init__(self, k: int):
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        self.k = int(k)
+        self.values = self.indices = None
+        self.columns = 0
+
+    def update(self, scores: torch.Tensor, offset: int | None = None) -> None:
+        offset = self.columns if offset is None else offset
+        if offset != self.columns:
+            raise ValueError(f"blocks must come left to right: expected columns from {self.columns}, got {offset}")
+        columns = torch.arange(offset, offset + scores.shape[-1], device=scores.device)
+        block_indices = columns.expand_as(scores)
+        self.values, self.indices = _merge_topk(self.values, self.indices, scores, block_indices, self.k)
+        self.columns += scores.shape[-1]
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.values is None:
+            raise ValueError("no block was given")
+        return self.values, self.indices
+
+
+@dataclass
+class TMassTopK:
+    """Result of :func:`tmass_topk`: `scores`/`indices` `[N_t, k]` (videos of every text, best first) and, when
+    asked, `video_scores`/`video_indices` `[N_v, k_v]` (texts of every video)."""
+
+    scores: torch.Tensor
+    indices: torch.Tensor
+    video_scores: torch.Tensor | None = None
+    video_indices: torch.Tensor | None = None
+
+
+def _shared_noise(model, num_texts, num_trials, noise, generator, noise_tensor):
+    """The `[T, N_t, D]` shared draw made once, as `similarity` would make it, or `noise_tensor` as given."""
+    if noise != "shared" or noise_tensor is not None:
+        return noise_tensor
+    trials = model.config.num_trials if num_trials is None else int(num_trials)
+    if trials == 0:
+        return None
+    config = model.config
+    return draw_prior_noise(
+        (trials, num_texts, config.embed_dim), config.stochastic_prior, float(config.stochastic_prior_std),
+        generator=generator,
+    )
+
+
+@torch.no_grad()
+def tmass_topk(
+    model,
+    text_embeds: torch.Tensor,
+    frame_embeds: torch.Tensor,
+    k: int,
+    *,
+    video_k: int | None = None,
+    num_trials: int | None = None,
+    noise: str | None = None,
+    generator: torch.Generator | None = None,
+    noise_tensor: torch.Tensor | None = None,
+    chunk_size: int | None = None,
+) -> TMassTopK:
+    """Top-`k` videos of every text by exact T-MASS scores (paper protocol), streamed over chunks of videos.
+
+    Memory: one `[N_t, chunk]` score block and the running `[N_t, k]` top-k (plus `[N_v, video_k]`), besides what
+    `similarity` holds for one chunk; never `[N_t, N_v]`.
+
+    Args:
+        model: a `TMassModel` (eval mode).
+        text_embeds: `[N_t, D]`; frame_embeds: `[N_v, F, D]`.
+        k: videos kept per text.
+        video_k: when given, also the top-`video_k` texts of every video (video-to-text; each block of videos
+            holds every text, so these are exact per block).
+        num_trials, noise, generator, noise_tensor: as in `TMassModel.similarity` (`noise_tensor` for
+            `"per_pair"` is `[N_v, T, N_t, D]`, sliced per chunk; per-pair draws continue `generator`'s stream
+            chunk after chunk, which is the stream of one `similarity` call).
+        chunk_size: videos per `similarity` call (default `DEFAULT_STREAM_CHUNK`).
+    """
+    noise = noise if noise is not None else model.config.similarity_noise
+    num_texts, num_videos = text_embeds.shape[0], frame_embeds.shape[0]
+    chunk = chunk_size or DEFAULT_STREAM_CHUNK
+    if chunk < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk}")
+    noise_tensor = _shared_noise(model, num_texts, num_trials, noise, generator, noise_tensor)
+    texts = StreamingTopK(k)
+    video_scores, video_indices = [], []
+    for start in range(0, num_videos, chunk):
+        stop = min(start + chunk, num_videos)
+        chunk_noise = noise_tensor
+        if noise == "per_pair" and noise_tensor is not None:
+            chunk_noise = noise_tensor[start:stop]
+        block = model.similarity(
+            text_embeds, frame_embeds[start:stop], num_trials=num_trials, protocol="paper", noise=noise,
+            generator=generator, noise_tensor=chunk_noise,
+        )  # [N_t, c]
+        texts.update(block, start)
+        if video_k is not None:
+            order = torch.arange(num_texts, device=block.device).expand(block.shape[1], -1)
+            values, indices = _merge_topk(None, None, block.t(), order, min(video_k, num_texts))
+            video_scores.append(values)
+            video_indices.append(indices)
+    scores, indices = texts.result()
+    result = TMassTopK(scores=scores, indices=indices)
+    if video_k is not None:
+        result.video_scores, result.video_indices = torch.cat(video_scores), torch.cat(video_indices)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# First stage: text-agnostic dense candidates
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def mean_pooled_video_embeddings(frame_embeds: torch.Tensor) -> torch.Tensor:
+    """Text-agnostic video embeddings: the mean of the CLIP frame features, L2-normalised, `[N_v, D]`."""
+    return torch.nn.functional.normalize(frame_embeds.float().mean(dim=1), dim=-1)
+
+
+def _unit_queries(text_embeds: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.normalize(text_embeds.float(), dim=-1)
+
+
+@torch.no_grad()
+def dense_topk(
+    queries: torch.Tensor, gallery: torch.Tensor, k: int, *, chunk_size: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact top-`k` inner products of `queries [N_q, D]` against `gallery [N, D]`, streamed over gallery blocks
+    (`[N_q, chunk]` at a time). Returns `(scores, indices)` `[N_q, min(k, N)]`, best first, ties by lower index.
+
+    Pass normalised vectors for cosines (:func:`mean_pooled_video_embeddings`). For galleries of millions,
+    `video_text_retrieval.index.DenseIndex` (FAISS where installed) gives the same candidates; pass them to
+    :func:`two_stage_search` as `candidates`.
+    """
+    chunk = chunk_size or DEFAULT_DENSE_CHUNK
+    top = StreamingTopK(k)
+    queries = queries.to(gallery.dtype)
+    for start in range(0, gallery.shape[0], chunk):
+        top.update(queries @ gallery[start : start + chunk].t(), start)
+    return top.result()
+
+
+@torch.no_grad()
+def first_stage_ranks(
+    text_embeds: torch.Tensor, frame_embeds: torch.Tensor, text_to_video, *, chunk_size: int | None = None
+) -> torch.Tensor:
+    """0-based rank of every text's own video in the first stage's ordering (cosine of the text with the
+    mean-pooled video embeddings; ties by the lower video index, as :func:`dense_topk`), `[N_t]` int64.
+    A text's video is among the first stage's top-`k` candidates exactly when its rank is `< k`."""
+    queries = _unit_queries(text_embeds)
+    gallery = mean_pooled_video_embeddings(frame_embeds).to(queries.device)
+    target = torch.as_tensor(text_to_video, device=queries.device).long()
+    if target.shape != (queries.shape[0],):
+        raise ValueError(f"text_to_video must have shape ({queries.shape[0]},), got {tuple(target.shape)}")
+    chunk = chunk_size or DEFAULT_DENSE_CHUNK
+    starts = range(0, gallery.shape[0], chunk)
+    # Pass 1: each text's score with its own video, taken from the same block products as pass 2 and
+    # `dense_topk` (the same chunking), so that a video ties with itself exactly.
+    target_scores = torch.empty(queries.shape[0], 1, device=queries.device)
+    for start in starts:
+        inside = torch.nonzero((target >= start) & (target < start + chunk)).flatten()
+        if inside.numel():
+            block = queries @ gallery[start : start + chunk].t()
+            target_scores[inside] = block[inside, target[inside] - start][:, None]
+    # Pass 2: videos ranked before the own one (higher score, or equal score and lower index).
+    ranks = torch.zeros(queries.shape[0], dtype=torch.long, device=queries.device)
+    for start in starts:
+        block = queries @ gallery[start : start + chunk].t()
+        columns = torch.arange(start, start + block.shape[1], device=block.device)
+        ranks += ((block > target_scores) | ((block == target_scores) & (columns[None] < target[:, None]))).sum(1)
+    return ranks
+
+
+def first_stage_recall(
+    text_embeds: torch.Tensor,
+    frame_embeds: torch.Tensor,
+    text_to_video,
+    ks=(1, 5, 10, 20, 50, 100),
+    *,
+    chunk_size: int | None = None,
+) -> dict[str, float]:
+    """Recall (%) of the first stage at each candidate depth `k`: the share of texts whose own video is among
+    its `k` mean-pooled candidates, the ceiling of a two-stage search with `candidate_depth = k`. Also the
+    median and mean 1-based rank (`MdR`, `MnR`)."""
+    ranks = first_stage_ranks(text_embeds, frame_embeds, text_to_video, chunk_size=chunk_size).float()
+    result = {f"R@{k}": round(100.0 * float((ranks < k).float().mean()), 4) for k in ks}
+    result["MdR"] = float((ranks + 1).median())
+    result["MnR"] = round(float((ranks + 1).mean()), 4)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Two-stage search
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TwoStageResult:
+    """Result of :func:`two_stage_search`: `scores`/`indices` `[N_t, k]` best first by exact T-MASS score, and
+    the first stage's `candidates [N_t, depth]` with their exact `candidate_scores`."""
+
+    scores: torch.Tensor
+    indices: torch.Tensor
+    candidates: torch.Tensor
+    candidate_scores: torch.Tensor
+
+
+@torch.no_grad()
+def two_stage_search(
+    model,
+    text_embeds: torch.Tensor,
+    frame_embeds: torch.Tensor,
+    k: int,
+    *,
+    candidate_depth: int,
+    candidates: torch.Tensor | None = None,
+    num_trials: int | None = None,
+    noise: str | None = None,
+    generator: torch.Generator | None = None,
+    noise_tensor: torch.Tensor | None = None,
+    chunk_size: int | None = None,
+) -> TwoStageResult:
+    """Two-stage T-MASS retrieval: `candidate_depth` text-agnostic candidates per text (cosine with mean-pooled
+    frame embeddings, :func:`dense_topk`, unless `candidates [N_t, depth]` are given, e.g. from a FAISS index),
+    then exact T-MASS scores of those pairs only (`TMassModel.similarity_candidates`), re-ranked.
+
+    With `candidate_depth >= N_v` every video is a candidate and the result is the full exact ranking (the same
+    scores as `similarity` for shared noise, or for per-pair noise injected as `noise_tensor [N_t, depth, T, D]`).
+    Ties in the final ranking: the lower video index first.
+
+    Args:
+        model: a `TMassModel` (eval mode); text_embeds `[N_t, D]`, frame_embeds `[N_v, F, D]`.
+        k: results per text (at most the depth).
+        num_trials, noise, generator, noise_tensor, chunk_size: as in `TMassModel.similarity_candidates`.
+    """
+    num_videos = frame_embeds.shape[0]
+    if candidates is None:
+        depth = min(int(candidate_depth), num_videos)
+        if depth < 1:
+            raise ValueError(f"candidate_depth must be >= 1, got {candidate_depth}")
+        gallery = mean_pooled_video_embeddings(frame_embeds).to(text_embeds.device)
+        _, candidates = dense_topk(_unit_queries(text_embeds), gallery, depth)
+    candidates = torch.as_tensor(candidates, device=text_embeds.device).long()
+    exact = model.similarity_candidates(
+        text_embeds, frame_embeds, candidates, num_trials=num_trials, noise=noise, generator=generator,
+        noise_tensor=noise_tensor, chunk_size=chunk_size,
+    )
+    # Re-rank by exact score; ties by the lower video index (sort the candidates by index first, stably).
+    by_index = torch.sort(candidates, dim=1, stable=True).indices
+    values, positions = _merge_topk(None, None, exact.gather(1, by_index), by_index, min(k, candidates.shape[1]))
+    return TwoStageResult(
+        scores=values, indices=candidates.gather(1, positions), candidates=candidates, candidate_scores=exact
+    )
