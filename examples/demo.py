@@ -32,12 +32,12 @@ from video_text_retrieval.presets import build_from_scratch  # noqa: E402
 
 # Training recipes of the demo (2 CPU cores, a few minutes each).
 TMASS_ARGS = [
-    "--model", "tmass", "--preset", "tiny", "--num_epochs", "6", "--per_device_batch_size", "32",
+    "--model", "tmass", "--preset", "tiny", "--num_epochs", "10", "--per_device_batch_size", "32",
     "--learning_rate", "1e-3", "--weight_decay", "0.05", "--crop_scale", "0.8", "1.0", "--eval_every_epochs", "0",
 ]
 UNIFY_ARGS = [
-    "--model", "unify", "--preset", "tiny", "--num_epochs", "8", "--stage0_epochs", "2", "--stage1_epochs", "2",
-    "--per_device_batch_size", "32", "--learning_rate", "5e-4", "--weight_decay", "0.05", "--crop_scale", "0.8", "1.0",
+    "--model", "unify", "--preset", "tiny", "--num_epochs", "12", "--stage0_epochs", "2", "--stage1_epochs", "1",
+    "--per_device_batch_size", "32", "--learning_rate", "1e-3", "--weight_decay", "0.05", "--crop_scale", "0.8", "1.0",
     "--eval_every_epochs", "0",
 ]
 
@@ -84,7 +84,7 @@ def main(argv=None) -> dict:
         print(f"[3/4] training {name}")
         tic = time.time()
         results[name] = run_retrieval.main(
-            recipe + quick + ["--data_dir", str(data_dir), "--output_dir", str(output_dir / name), "--seed", "0"]
+            recipe + quick + ["--data_dir", str(data_dir), "--output_dir", str(output_dir / name), "--seed", "0", "--overwrite_output_dir"]
         )
         results[name]["wall_seconds"] = time.time() - tic
 

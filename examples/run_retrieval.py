@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -103,6 +104,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     train.add_argument("--checkpointing_steps", type=int, default=0, help="save_state every N optimizer steps (0: only at the end of each epoch)")
     train.add_argument("--checkpoints_total_limit", type=int, default=2)
     train.add_argument("--resume", nargs="?", const="latest", default=None, help="resume from the latest checkpoint in output_dir/checkpoints, or from a given folder")
+    train.add_argument("--overwrite_output_dir", action="store_true", help="start over even if output_dir holds checkpoints of an earlier run (they are deleted)")
     train.add_argument("--eval_every_epochs", type=int, default=1, help="evaluate --eval_split every N epochs (0: never during training)")
     train.add_argument("--eval_only", action="store_true", help="only evaluate --model_name_or_path on --test_split")
 
@@ -362,8 +364,19 @@ def main(argv=None) -> dict:
 
     # ---- resume
     step, start_epoch, batches_done = 0, 0, 0
+    checkpoints_dir = output_dir / "checkpoints"
+    if not args.resume and checkpoints_dir.is_dir() and any(checkpoints_dir.iterdir()):
+        if not args.overwrite_output_dir:
+            raise FileExistsError(
+                f"{checkpoints_dir} holds checkpoints of an earlier run: pass --resume to continue it or "
+                "--overwrite_output_dir to start over"
+            )
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            shutil.rmtree(checkpoints_dir)
+        accelerator.wait_for_everyone()
     if args.resume:
-        checkpoint = latest_checkpoint(output_dir / "checkpoints") if args.resume == "latest" else Path(args.resume)
+        checkpoint = latest_checkpoint(checkpoints_dir) if args.resume == "latest" else Path(args.resume)
         if checkpoint is None:
             accelerator.print(f"--resume: no checkpoint under {output_dir / 'checkpoints'}; starting from scratch")
         else:

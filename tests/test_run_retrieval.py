@@ -114,3 +114,13 @@ def test_resume_after_interruption_gives_identical_weights(kind, data_dir, tmp_p
     full_log = (tmp_path / "full" / "train_log.jsonl").read_text().splitlines()
     resumed_log = (tmp_path / "resumed" / "train_log.jsonl").read_text().splitlines()
     assert resumed_log == full_log  # steps 1-4 kept from the interrupted run, 5-12 logged with the same losses
+
+
+def test_a_second_run_into_a_used_folder_must_choose_resume_or_overwrite(data_dir, tmp_path):
+    output = tmp_path / "run"
+    common = ["--num_epochs", "1", "--max_train_steps", "1", "--eval_every_epochs", "0"]
+    _run("tmass", data_dir, output, *common)
+    with pytest.raises(FileExistsError, match="--resume"):
+        _run("tmass", data_dir, output, *common)
+    _run("tmass", data_dir, output, *common, "--overwrite_output_dir")
+    assert [p.name for p in (output / "checkpoints").iterdir()] == ["checkpoint_0"]

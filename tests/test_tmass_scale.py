@@ -207,8 +207,26 @@ def test_workspaces_do_not_grow_with_the_gallery():
             noise = torch.rand(3, 50, 32) if mode == "shared" else None
             scorer = _SimilarityScorer(model, text, num_videos, 3 if mode != "none" else 0, mode, "paper", 64,
                                        noise, torch.Generator())
-            sizes.append((mode, scorer.video_chunk, scorer.video_tile, scorer.text_tile, scorer.pooled_ws.numel(),
-                          0 if scorer.radius_ws is None else scorer.radius_ws.numel()))
+            workspace = scorer.workspaces.get()
+            sizes.append((mode, scorer.video_chunk, scorer.video_tile, scorer.text_tile, scorer.workers,
+                          workspace.pooled.numel(), 0 if workspace.radius is None else workspace.radius.numel()))
             scorer.close()
     assert sizes[:3] == sizes[3:]
     assert all(entry[1] <= 64 for entry in sizes)
+
+
+@pytest.mark.parametrize("noise", ["shared", "per_pair"])
+@pytest.mark.parametrize("protocol", ["paper", "official"])
+def test_benchmark_flop_formula_matches_the_flop_counter(noise, protocol):
+    """`benchmarks/bench_tmass_scoring.py` reports the FLOPs of the exact computation from a formula: its matrix
+    products are exactly what `torch.utils.flop_counter` counts on `similarity`."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from benchmarks.bench_tmass_scoring import exact_flops
+
+    model = random_tmass(0, dim=32, frames=5, heads=2, trials=6)
+    text, video = features(14, 14, 5, 32)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model.similarity(text, video, noise=noise, protocol=protocol, text_to_video=torch.arange(14),
+                         generator=torch.Generator().manual_seed(0))
+    assert counter.get_total_flops() == exact_flops(14, 14, 5, 32, 6, 2, protocol, noise)["matmul_total"]
