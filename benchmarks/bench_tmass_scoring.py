@@ -18,9 +18,10 @@ Measured in one run:
   timed on the first `--naive-videos` videos (all texts; the same noise stream) and extrapolated to all videos
   by its linear law in `N_v` (per video it costs `N_t` pairs, so the whole `N_t x N_v` grid follows the N^2 law);
   its scores on those videos are compared with the fast ones (`naive_check_max_abs_diff`).
-* `flops`: matmul-like FLOPs (2 per multiply-add) of the exact factorised computation (formula in `exact_flops`),
-  the achieved rate, and the machine's measured float32 GEMM rate (2048^2 `torch.mm`, same threads) and, for
-  per-pair noise, its measured uniform generator rate (the serial draws are a floor of their own).
+* `flops`: FLOPs (2 per multiply-add) of the exact factorised computation (formula in `exact_flops`; its matrix
+  products equal `torch.utils.flop_counter`'s count), the achieved rate, the machine's measured float32 GEMM rate
+  (2048^2 `torch.mm`, same threads) and the time the FLOPs would take at that rate; for per-pair noise also the
+  measured rate of the uniform generator and the serial time of the `N_v * T * N_t * D` draws (a floor of its own).
 * the official routine's time at 1000 x 1000 from tmass.md §14 (350.4 s, 13.4 GiB) is printed for reference
   with the ratio to it; it was measured on another machine (2 vCPU AMD EPYC Zen 4): read the same-run ratio.
 
@@ -165,30 +166,53 @@ def build_model(dim: int, frames: int, heads: int, trials: int, random_weights: 
     return model
 
 
-def exact_flops(num_texts: int, num_videos: int, frames: int, dim: int, trials: int, heads: int, protocol: str) -> dict:
-    """Matmul-like FLOPs (2 per multiply-add) of the exact factorised scoring, by part.
+def exact_flops(num_texts: int, num_videos: int, frames: int, dim: int, trials: int, heads: int, protocol: str,
+                noise: str, captions_per_video: int = 1) -> dict:
+    """FLOPs (2 per multiply-add) of the exact factorised scoring, by part; `J = H * F`.
 
-    Per video (text-independent): LN_1, key/value projections 2 * 2FD^2, the out-projected per-frame basis 2FD^2, its
-    LN_2 Gram matrix 2J^2 D and the (I + W_l) map 2JD^2 (J = H * F). Per text: the query projection 2D^2. Per pair:
-    attention logits 2FD, softmax, the Gram quadratic form 2J^2, the pooled vector 2JD and LN_3 (~6D), the radius
-    (F cosines 2FD, the F -> D linear 2FD, D exps) and the trials 6TD (sample, norm and dot; with shared noise the
-    same count in three batched products). The official protocol adds one D-dot per pair and a paired pooling of each
-    video's own caption.
+    Matrix products (this count equals `torch.utils.flop_counter` on `similarity`, checked at small sizes):
+    per video, the key/value projections and the out-projected per-frame basis `6 F D^2`, the `(I + W_l)` map
+    `2 J D^2` and three Gram matrices `2 D (J^2 + (J+1)^2 + (J+2)^2)`; per text the query projection `2 D^2`; per
+    pair the attention logits `2 F D`, three quadratic forms `2 (J^2 + (J+1)^2 + (J+2)^2)`, `<t, p>` and the pooled
+    vector `4 (J + 2) D`, the radius (cosines and the `F -> D` map) `4 F D`, and the trials: with shared noise three
+    batched products `6 T D`, with per-pair noise the dot products `2 T D`. The official protocol adds a paired
+    pooling of each video's own captions and one `D`-dot per pair and caption slot. Elementwise work of per-pair
+    trials (forming the samples and their norms, `4 T D` per pair) is listed apart (`elementwise_trials`).
     """
     j = heads * frames
-    per_video = 6 * frames * dim * dim + 2 * j * dim * dim + 2 * j * j * dim
+    quad = j * j + (j + 1) ** 2 + (j + 2) ** 2
+    per_video = 6 * frames * dim * dim + 2 * j * dim * dim + 2 * dim * quad
     per_text = 2 * dim * dim
-    per_pair = 2 * frames * dim + 2 * j * j + 2 * j * dim + 6 * dim + 4 * frames * dim + 6 * trials * dim
-    if protocol == "official":
-        per_pair += 2 * dim
+    trial_products = (6 if noise == "shared" else 2) * trials * dim
+    per_pair = 2 * frames * dim + 2 * quad + 4 * (j + 2) * dim + 4 * frames * dim + trial_products
     pairs = num_texts * num_videos
-    return {
+    parts = {
         "per_video_precompute": num_videos * per_video,
         "per_text": num_texts * per_text,
-        "per_pair": pairs * per_pair,
-        "per_pair_trials": pairs * 6 * trials * dim,
-        "total": num_videos * per_video + num_texts * per_text + pairs * per_pair,
+        "per_pair_pooling_and_radius": pairs * (per_pair - trial_products),
+        "per_pair_trials": pairs * trial_products,
     }
+    if protocol == "official":
+        own = num_videos * captions_per_video * (2 * frames * dim + 2 * (j * j + (j + 1) ** 2) + 2 * (j + 2) * dim)
+        parts["official_extra"] = own + 2 * pairs * captions_per_video * dim
+    parts["matmul_total"] = sum(parts.values())
+    parts["elementwise_trials"] = 4 * pairs * trials * dim if noise == "per_pair" else 0
+    parts["total"] = parts["matmul_total"] + parts["elementwise_trials"]
+    return parts
+
+
+def structured_features(num: int, frames: int, dim: int, seed: int, frame_noise: float = 1.0, text_noise: float = 4.0,
+                        group_size: int = 10, spread: float = 0.5):
+    """Synthetic features with retrieval structure: videos in groups of `group_size` (hard negatives), concept
+    `c = a_group + spread * u_video`; frames `c + frame_noise * N(0, I)`; captions `c + text_noise * N(0, I)` (a
+    noisy copy); all scaled by `10 / sqrt(dim)` (CLIP-like norms). Text `i` describes video `i`."""
+    generator = torch.Generator().manual_seed(seed)
+    scale = 10.0 / math.sqrt(dim)
+    groups = torch.randn(-(-num // group_size), dim, generator=generator)
+    concepts = groups.repeat_interleave(group_size, 0)[:num] + spread * torch.randn(num, dim, generator=generator)
+    video = concepts[:, None] + frame_noise * torch.randn(num, frames, dim, generator=generator)
+    text = concepts + text_noise * torch.randn(num, dim, generator=generator)
+    return scale * text, scale * video
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -237,6 +261,30 @@ def naive_per_pair(model, text, frames, num_trials, noise, protocol, seed, num_v
     return scores
 
 
+def two_stage(model, text, frames, sims, args, device) -> dict:
+    """Time two-stage search at each depth (same noise mode), with the first stage's recall and the final R@K."""
+    from video_text_retrieval.metrics import t2v_metrics
+    from video_text_retrieval.tmass_search import first_stage_recall, two_stage_search
+
+    text_to_video = torch.arange(args.texts, device=device) % args.videos
+    full = sims[:, 0, :] if args.protocol == "official" else sims
+    out = {"full_exact_t2v": t2v_metrics(full.float().cpu(), text_to_video.cpu()),
+           "first_stage_recall": first_stage_recall(text, frames, text_to_video, ks=sorted(set(args.two_stage_depths)))}
+    for depth in args.two_stage_depths:
+        reset_peak_rss()
+        _sync(device)
+        start = time.perf_counter()
+        found = two_stage_search(model, text, frames, 10, candidate_depth=depth, noise=args.noise,
+                                 num_trials=args.trials, generator=torch.Generator(device=device).manual_seed(args.seed))
+        _sync(device)
+        seconds = time.perf_counter() - start
+        ranks = (found.indices == text_to_video[:, None]).float()
+        hit = lambda k: round(100.0 * float(ranks[:, :k].sum(1).clamp(max=1).mean()), 2)  # noqa: E731
+        out[f"depth_{depth}"] = {"seconds": round(seconds, 3), "peak_rss_bytes": proc_status("VmHWM"),
+                                 "R@1": hit(1), "R@5": hit(5), "R@10": hit(10)}
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------------------------------------------------
@@ -260,6 +308,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--naive", action="store_true", help="time the naive per-pair computation instead")
     parser.add_argument("--naive-videos", type=int, default=3,
                         help="videos (all texts) of the in-run naive measurement; 0 skips it")
+    parser.add_argument("--structured", action="store_true",
+                        help="grouped synthetic features where text i is a noisy copy of video i (else plain random)")
+    parser.add_argument("--two-stage-depths", type=int, nargs="*", default=[],
+                        help="also time two-stage search (mean-pooled candidates, exact rescoring) at these depths, "
+                             "with its first-stage recall and its R@1/5/10 next to the full exact scores'")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
 
@@ -269,9 +322,15 @@ def main(argv=None) -> dict:
         raise SystemExit("--protocol official here uses one caption per video: pass --texts equal to --videos")
     device = torch.device(args.device)
     model = build_model(args.dim, args.frames, args.heads, args.trials, args.random_weights, args.seed).to(device)
-    data = torch.Generator().manual_seed(args.seed)
-    text = torch.randn(args.texts, args.dim, generator=data).to(device)
-    frames = torch.randn(args.videos, args.frames, args.dim, generator=data).to(device)
+    if args.structured:  # text i describes video i (the first --texts videos have a caption)
+        if args.texts > args.videos:
+            raise SystemExit("--structured captions the first videos: pass --texts <= --videos")
+        text, frames = structured_features(args.videos, args.frames, args.dim, args.seed)
+        text, frames = text[: args.texts].to(device), frames.to(device)
+    else:
+        data = torch.Generator().manual_seed(args.seed)
+        text = torch.randn(args.texts, args.dim, generator=data).to(device)
+        frames = torch.randn(args.videos, args.frames, args.dim, generator=data).to(device)
     text_to_video = torch.arange(args.texts, device=device) if args.protocol == "official" else None
 
     def score():
@@ -314,7 +373,8 @@ def main(argv=None) -> dict:
         result["machine"]["gpu"] = torch.cuda.get_device_name(device)
 
     # FLOPs of the exact computation against the machine's GEMM rate (and its generator, for per-pair noise).
-    flops = exact_flops(args.texts, args.videos, args.frames, args.dim, args.trials, args.heads, args.protocol)
+    flops = exact_flops(args.texts, args.videos, args.frames, args.dim, args.trials, args.heads, args.protocol,
+                        args.noise)
     rate = gemm_gflops(device)
     result["flops"] = {**flops, "achieved_gflops": round(flops["total"] / seconds / 1e9, 2),
                        "gemm_gflops_measured": round(rate, 1),
@@ -350,6 +410,9 @@ def main(argv=None) -> dict:
         if args.texts == args.videos == 1000:
             result["reference_official_1k"]["speedup_vs_reference_other_machine"] = round(
                 OFFICIAL_1K["seconds"] / seconds, 1)
+
+    if args.two_stage_depths and not args.naive:
+        result["two_stage"] = two_stage(model, text, frames, sims, args, device)
 
     print(json.dumps(result, indent=2))
     summary = f"{result['method']}: {seconds:.2f} s, peak RSS {result['peak_rss_gib']} GiB"

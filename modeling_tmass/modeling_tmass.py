@@ -9,6 +9,8 @@ sibling `configuration_tmass`.
 """
 
 import math
+import queue
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -738,13 +740,36 @@ class TMassModel(TMassPreTrainedModel):
         chunk_size: int | None = None,
     ) -> torch.Tensor:
         r"""
-        Text-conditioned retrieval scores of every text against every video (§6), vectorised over pairs and
-        streamed over chunks of videos (memory `O(chunk * T * N_t * D)`, never a full `[N_v, N_t, D]` tensor).
+        Text-conditioned retrieval scores of every text against every video (§6): exact, vectorised over pairs, and
+        streamed over chunks of videos and tiles of pairs, so that memory stays bounded (never an `[N_v, N_t, D]`
+        tensor; see "Memory" below).
 
         For each video `a` and text `n`: pool `P[a, n]` (§3), compute the log-radius `l[a, n]` once (§4.1), draw `T`
         samples `t_s[a, k, n] = t_n + eps[a, k, n] * exp(l[a, n])` (§4.2) and keep the best trial
         `t_hat[a, n]` (normalised) by `cos(t_s, P[a, n])` (first index on ties). The pooling's dropout follows the
         module mode: call `model.eval()` first, as the official evaluation does.
+
+        How (issue 5): in eval mode the pooling is factorised exactly (`TMassTextConditionedPooling.frame_basis`):
+        value/out projections, LayerNorm_2's centring and the residual linear map are applied once per frame of each
+        video, so per pair only the attention logits, the softmax, small `[H*F]`-sized quadratic forms (the two
+        LayerNorms' statistics, `|P|` and `<t, P>`) and one `[H*F + 2] x [H*F + 2, D]` combination remain. The
+        trials then cost `O(T * D)` per pair: shared noise as batched matrix products over texts
+        (`<s, P> = <t, P> + <eps, r * P>`, `|s|^2 = |t|^2 + 2 <eps, r * t> + <eps^2, r^2>`), per-pair noise formed
+        in place in the noise block and scored while the next block is drawn in a background thread (the serial
+        generator is then the floor). Results equal the straightforward computation up to float rounding (~1e-7;
+        ties between trials that close may pick another trial). While dropout is active the straightforward
+        pooling is used instead.
+
+        Threads (CPU): with shared noise or no trials, independent tiles run on `torch.get_num_threads()` Python
+        threads with one intra-op thread each; with generated per-pair noise, scoring uses one intra-op thread
+        fewer while the background draw runs. The thread count is restored on return. Autocast is disabled inside:
+        scores are computed in the dtype of `text_embeds`.
+
+        Memory: the frame basis of one chunk of videos (about `(F + H*F) * D` floats per video; `chunk_size` videos,
+        by default about 2**22 floats), a few tile buffers of about 2048 pairs x `D`, the `[N_t, N_v]` result, and
+        the noise: the `[T, N_t, D]` shared draw, or two `[T, N_t, D]` per-pair blocks (the one being scored and
+        the next one). For rankings alone, `video_text_retrieval.tmass_search.tmass_topk` avoids the `[N_t, N_v]`
+        result too.
 
         Protocols:
             * `"paper"` (default): `score[n, a] = cos(t_hat[a, n], P[a, n])`, the best trial's cosine with the video
@@ -769,9 +794,10 @@ class TMassModel(TMassPreTrainedModel):
                 is used, as the official evaluation (which runs its trials on the CPU).
             noise_tensor: injected raw prior sample (already scaled by the normal prior's std): `[N_v, T, N_t, D]`
                 (video-major, the official order) for `"per_pair"`, `[T, N_t, D]` for `"shared"`.
-            chunk_size: videos per chunk (default `config.similarity_chunk_size`, else automatic). Results do not
-                depend on it; per-pair draws take a whole `[chunk, T, N_t, D]` block, which replays the official
-                serial stream (§11).
+            chunk_size: videos whose frame basis is held at once (default `config.similarity_chunk_size`, else
+                automatic). Results do not depend on it (up to float rounding); per-pair draws are made one video at
+                a time in the official order, which replays the official serial stream whatever the chunking (§11)
+                and leaves the generator where the official evaluation leaves it.
         Returns:
             `[N_t, N_v]` (`"paper"`) or `[N_v, C, N_v]` (`"official"`), in the dtype of `text_embeds`.
         """
@@ -830,7 +856,8 @@ class TMassModel(TMassPreTrainedModel):
             for start in range(0, num_videos, scorer.video_chunk):
                 stop = min(start + scorer.video_chunk, num_videos)
                 slots = caption_slots[start:stop] if protocol == "official" else None
-                for texts, videos, best_cosine, selected, own_unit in scorer.score_chunk(frame_embeds, start, stop, slots):
+                tiles = scorer.score_chunk(frame_embeds, start, stop, slots)
+                for texts, videos, best_cosine, selected, own_unit in tiles:
                     if protocol == "paper":
                         scores[texts, videos] = best_cosine
                     else:
@@ -916,6 +943,8 @@ class TMassModel(TMassPreTrainedModel):
             noise_tensor = noise_tensor.to(device=device, dtype=dtype)
             if noise == "per_pair":
                 noise_tensor = noise_tensor.reshape(-1, num_trials, embed_dim)  # [N_t * K, T, D], pair-major
+            else:
+                noise_tensor = noise_tensor.transpose(0, 1).contiguous()  # [N_t, T, D]: a pair's rows are contiguous
 
         with torch.autocast(device.type, enabled=False):
             pooling = self.frame_pooling
@@ -929,8 +958,8 @@ class TMassModel(TMassPreTrainedModel):
             per_video_basis = (self.config.num_frames + num_basis + 3) * embed_dim + 3 * (num_basis + 2) ** 2
             video_chunk = chunk_size or max(1, _BASIS_CHUNK_ELEMENTS // per_video_basis)
             pair_tile = max(1, _DEFAULT_CHUNK_ELEMENTS // (4 * max(num_trials, 1) * embed_dim))
-            bounds = torch.searchsorted(pair_videos, torch.arange(0, num_videos + video_chunk, video_chunk, device=device))
-            bounds = bounds.tolist()
+            chunk_starts = torch.arange(0, num_videos + video_chunk, video_chunk, device=device)
+            bounds = torch.searchsorted(pair_videos, chunk_starts).tolist()
             linear = self.radius.linear_proj
             for chunk_index, start in enumerate(range(0, num_videos, video_chunk)):
                 first, last = bounds[chunk_index], bounds[chunk_index + 1]
@@ -951,7 +980,7 @@ class TMassModel(TMassPreTrainedModel):
                     cosines = torch.bmm(frames_unit[videos], text_unit[texts, :, None])[..., 0]  # [P, F]
                     radius = torch.addmm(linear.bias, cosines, linear.weight.t()).exp_()  # [P, D]
                     if noise == "shared":
-                        eps = noise_tensor[:, texts].transpose(0, 1)  # [P, T, D]
+                        eps = noise_tensor[texts]  # [P, T, D]
                     elif noise_tensor is not None:
                         eps = noise_tensor[pair_ids]
                     else:
@@ -994,14 +1023,27 @@ class TMassModel(TMassPreTrainedModel):
 # Pairs per tile of the pair-level work: the per-pair `[pairs, D]` tensors of a tile (radius, pooled vectors,
 # products) stay a few MiB, small enough to be reused from cache by the following operations.
 _TILE_PAIRS = 2048
-# Frame-basis floats per chunk of videos when `chunk_size` is not given (about 64 MiB).
-_BASIS_CHUNK_ELEMENTS = 2**24
+# Frame-basis floats per chunk of videos when `chunk_size` is not given (16 MiB: about 290 videos at F = 12, D = 512).
+_BASIS_CHUNK_ELEMENTS = 2**22
 _REDUCE_THREADS_WHILE_DRAWING = True
 
 
 def _flat_view(workspace: torch.Tensor, *shape: int) -> torch.Tensor:
     """A contiguous `shape` view of the front of a flat workspace (reused across tiles without new allocations)."""
     return workspace[: math.prod(shape)].view(shape)
+
+
+class _TileWorkspace:
+    """Reused buffers of one tile of pairs: radius, pooled vectors (and their products), a noise tile."""
+
+    def __init__(self, pairs, dim, texts, num_trials, mode, device, dtype):
+        def empty(numel):
+            return torch.empty(numel, device=device, dtype=dtype)
+
+        self.radius = empty(pairs * dim) if mode != "none" else None
+        self.pooled = empty((2 if mode == "shared" else 1) * pairs * dim)
+        self.eps = empty(texts * num_trials * dim) if mode == "shared" else None
+        self.eps_sq = empty(texts * num_trials * dim) if mode == "shared" else None
 
 
 class _SimilarityScorer:
@@ -1042,13 +1084,23 @@ class _SimilarityScorer:
         self.video_tile = max(1, min(self.video_chunk, tile_pairs // self.text_tile))
         tile = self.video_tile * self.text_tile
         device, dtype = text.device, text.dtype
-        self.radius_ws = torch.empty(tile * dim, device=device, dtype=dtype) if mode != "none" else None
-        self.pooled_ws = torch.empty((2 if mode == "shared" else 1) * tile * dim, device=device, dtype=dtype)
-        self.shared_eps = self.eps_ws = self.eps_sq_ws = None
-        if mode == "shared":
-            self.shared_eps = noise_tensor.transpose(0, 1)  # [N_t, T, D] view: every text's trials are a [T, D] matrix
-            self.eps_ws = torch.empty(self.text_tile * num_trials * dim, device=device, dtype=dtype)
-            self.eps_sq_ws = torch.empty_like(self.eps_ws)
+        self.shared_eps = noise_tensor.transpose(0, 1) if mode == "shared" else None  # [N_t, T, D] view
+        # Tiles are independent except under per-pair noise (one stream): on the CPU they are spread over
+        # `torch.get_num_threads()` Python threads running single-threaded operations. Coarse tasks keep both cores
+        # busy without a thread barrier after every small operation, which stalls badly when other processes
+        # share the cores. The intra-op thread count is restored on `close`.
+        self.saved_threads = torch.get_num_threads()
+        self.workers = 1
+        if device.type == "cpu" and mode != "per_pair" and self.factorized and self.saved_threads > 1:
+            tiles = -(-num_videos // self.video_tile) * -(-n_texts // self.text_tile)
+            self.workers = max(1, min(self.saved_threads, tiles))
+        self.workspaces = queue.SimpleQueue()
+        for _ in range(self.workers):
+            self.workspaces.put(_TileWorkspace(tile, dim, self.text_tile, num_trials, mode, device, dtype))
+        self.executor = None
+        if self.workers > 1:
+            self.executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="tmass-tiles")
+            torch.set_num_threads(1)
         self.per_pair_noise = None
         if mode == "per_pair":
             trial_block = max(1, min(num_trials, _DEFAULT_CHUNK_ELEMENTS // (2 * n_texts * dim)))  # all, up to 1k texts
@@ -1060,11 +1112,18 @@ class _SimilarityScorer:
     def close(self) -> None:
         if self.per_pair_noise is not None:
             self.per_pair_noise.close()
+        if self.executor is not None:
+            self.executor.shutdown(wait=True)
+            self.executor = None
+        if torch.get_num_threads() != self.saved_threads:
+            torch.set_num_threads(self.saved_threads)
 
     def score_chunk(self, frame_embeds, start, stop, slots):
         """Yield `(texts, videos, best_cosine [n, c], selected [c, n, D] | None, own_unit [c, C, D] | None)` tiles."""
         pooling, dim = self.pooling, self.text.shape[1]
         frames = frame_embeds[start:stop]
+        if self.executor is not None:  # the per-video GEMMs use every thread; the tiles one each
+            torch.set_num_threads(self.saved_threads)
         basis = pooling.frame_basis(frames) if self.factorized else None
         frames_unit = _unit(frames)
         own_unit = None
@@ -1080,25 +1139,39 @@ class _SimilarityScorer:
             own_unit = _unit(own).masked_fill((slots < 0)[..., None], float("nan"))
         want_selected = slots is not None
         num_texts = self.text.shape[0]
-        for video_start in range(0, stop - start, self.video_tile):
-            video_stop = min(video_start + self.video_tile, stop - start)
-            local = slice(video_start, video_stop)
-            videos = slice(start + video_start, start + video_stop)
-            count = video_stop - video_start
-            for text_start in range(0, num_texts, self.text_tile):
-                text_stop = min(text_start + self.text_tile, num_texts)
-                texts = slice(text_start, text_stop)
-                best, selected = self._score_tile(
-                    texts, frames[local], frames_unit[local], basis[local] if basis is not None else None,
-                    start + video_start, want_selected,
-                )
-                yield texts, videos, best, selected, own_unit[local] if own_unit is not None else None
+        tiles = [
+            (slice(text_start, min(text_start + self.text_tile, num_texts)),
+             slice(video_start, min(video_start + self.video_tile, stop - start)))
+            for video_start in range(0, stop - start, self.video_tile)
+            for text_start in range(0, num_texts, self.text_tile)
+        ]
 
-    def _score_tile(self, texts, frames, frames_unit, basis, first_video, want_selected):
+        def score(tile):
+            texts, local = tile
+            workspace = self.workspaces.get()
+            try:
+                with torch.no_grad():  # grad mode is per thread
+                    return self._score_tile(
+                        workspace, texts, frames[local], frames_unit[local],
+                        basis[local] if basis is not None else None, start + local.start, want_selected,
+                    )
+            finally:
+                self.workspaces.put(workspace)
+
+        if self.executor is not None:
+            torch.set_num_threads(1)
+            results = self.executor.map(score, tiles)
+        else:
+            results = map(score, tiles)
+        for (texts, local), (best, selected) in zip(tiles, results):
+            videos = slice(start + local.start, start + local.stop)
+            yield texts, videos, best, selected, own_unit[local] if own_unit is not None else None
+
+    def _score_tile(self, workspace, texts, frames, frames_unit, basis, first_video, want_selected):
         text = self.text[texts]
         count, num = frames.shape[0], text.shape[0]
         dim = text.shape[1]
-        pooled_out = _flat_view(self.pooled_ws, count, num, dim)
+        pooled_out = _flat_view(workspace.pooled, count, num, dim)
         if self.factorized:
             phi = self.pooling.pooling_coefficients(self.queries[texts], basis)  # [c, n, J + 2]
             # |p| and <t, p> from the per-video Gram matrix and Q t, without forming p: [c, n]
@@ -1117,14 +1190,14 @@ class _SimilarityScorer:
             return best, selected
         # Log-radius once per pair (all trials): l = W_r s + b_r with s the text-frame cosines (§4.1); r = exp(l).
         cosines = torch.matmul(self.text_unit[texts], frames_unit.transpose(1, 2))  # [c, n, F]
-        radius = _flat_view(self.radius_ws, count, num, dim)
+        radius = _flat_view(workspace.radius, count, num, dim)
         linear = self.radius.linear_proj
         torch.addmm(linear.bias, cosines.view(-1, cosines.shape[-1]), linear.weight.t(), out=radius.view(-1, dim))
         radius.exp_()
         if self.mode == "shared":
             return _best_of_shared_noise(
-                text, self.text_sq[texts], radius, self.pooled_ws, count, pooled_norm, text_dot,
-                self.shared_eps[texts], self.eps_ws, self.eps_sq_ws, want_selected,
+                text, self.text_sq[texts], radius, workspace.pooled, count, pooled_norm, text_dot,
+                self.shared_eps[texts], workspace.eps, workspace.eps_sq, want_selected,
             )
         return _best_of_per_pair_noise(
             text, radius, pooled_out, pooled_norm, self.per_pair_noise, first_video, want_selected
@@ -1172,8 +1245,6 @@ class _PerPairNoise:
         draw_device = generator.device if generator is not None else torch.device("cpu")
         self.buffers = [torch.empty(shape, device=draw_device) for _ in range(2 if self.total_blocks > 1 else 1)]
         if background and draw_device.type == "cpu" and self.total_blocks > 1:
-            from concurrent.futures import ThreadPoolExecutor
-
             self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tmass-noise")
             # The serial generator keeps one core busy: score with one intra-op thread fewer meanwhile (restored by
             # `close`), so that the scoring's parallel regions do not wait on a core the generator holds.
@@ -1241,7 +1312,9 @@ def _best_of_per_pair_noise(text, radius, pooled, pooled_norm, noise: _PerPairNo
             cosines = torch.bmm(samples.transpose(0, 1), pooled[video, :, :, None])[..., 0].t().div_(norms)
             trial = cosines.argmax(dim=0)  # first maximal index, as the official argmax
             cosine = cosines.gather(0, trial[None])[0]
-            sample = samples[trial, text_index].div_(norms.gather(0, trial[None])[0, :, None]) if want_selected else None
+            sample = None
+            if want_selected:
+                sample = samples[trial, text_index].div_(norms.gather(0, trial[None])[0, :, None])
             if best is None:
                 best, winner = cosine, sample
             else:  # a later block wins only when strictly better (first trial on ties)
@@ -1272,10 +1345,11 @@ def _best_of_shared_noise(text, text_sq, radius, pooled_ws, count, pooled_norm, 
     products = _flat_view(pooled_ws, 2 * count, num, dim)
     products[:count].mul_(radius)  # r * p
     torch.mul(radius, text, out=products[count:])  # r * t
-    eps_tile = torch.square(eps, out=_flat_view(eps_sq_ws, num, trials, dim))
-    eps_tile = _flat_view(eps_ws, num, trials, dim).copy_(eps), eps_tile
-    linear = torch.bmm(eps_tile[0], products.permute(1, 2, 0))  # [n, T, 2c]
-    quadratic = torch.bmm(eps_tile[1], torch.square(radius, out=products[count:]).permute(1, 2, 0))  # [n, T, c]
+    eps_tile = _flat_view(eps_ws, num, trials, dim).copy_(eps)  # contiguous copy of the (strided) noise rows
+    eps_sq_tile = torch.square(eps_tile, out=_flat_view(eps_sq_ws, num, trials, dim))
+    linear = torch.bmm(eps_tile, products.permute(1, 2, 0))  # [n, T, 2c]: <eps, r * p> and <eps, r * t>
+    # r * t has been used: its buffer takes r^2 -> [n, T, c]: <eps^2, r^2>
+    quadratic = torch.bmm(eps_sq_tile, torch.square(radius, out=products[count:]).permute(1, 2, 0))
     squared_norms = quadratic.add_(linear[..., count:], alpha=2).add_(text_sq[:, None, None])
     cosines = linear[..., :count].add_(text_dot.t()[:, None]).div_(
         squared_norms.clamp_min_(torch.finfo(squared_norms.dtype).tiny).sqrt_()

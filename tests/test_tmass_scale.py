@@ -55,10 +55,12 @@ def straightforward_scores(model, text, frames, noise, protocol="paper", text_to
         cosines = F.cosine_similarity(samples, pooled[:, None], dim=-1)  # [N_v, T, N_t]
         trial = cosines.argmax(dim=1)
         best = cosines.gather(1, trial[:, None])[:, 0]
-        selected = F.normalize(samples.gather(1, trial[:, None, :, None].expand(-1, 1, -1, text.shape[1]))[:, 0], dim=-1)
+        index = trial[:, None, :, None].expand(-1, 1, -1, text.shape[1])
+        selected = F.normalize(samples.gather(1, index)[:, 0], dim=-1)
     if protocol == "paper":
         return best.t()
-    own = F.normalize(pooled[torch.arange(frames.shape[0]), torch.as_tensor(text_to_video)], dim=-1)  # video a, own text
+    # video a pooled with its own text
+    own = F.normalize(pooled[torch.arange(frames.shape[0]), torch.as_tensor(text_to_video)], dim=-1)
     # sims[j, 0, a] = <selected[a, j], own[a]>
     return torch.einsum("ajd,ad->ja", selected, own)[:, None, :]
 
@@ -113,7 +115,9 @@ def test_factorisation_needs_dropout_off():
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("heads,frames,dim,prior", [(1, 12, 32, "uniform01"), (2, 3, 10, "normal"), (4, 5, 16, "uniform01")])
+@pytest.mark.parametrize(
+    "heads,frames,dim,prior", [(1, 12, 32, "uniform01"), (2, 3, 10, "normal"), (4, 5, 16, "uniform01")]
+)
 @pytest.mark.parametrize("tiny", [False, True], ids=["default-tiles", "tiny-tiles"])
 def test_similarity_equals_straightforward(heads, frames, dim, prior, tiny, monkeypatch):
     if tiny:
@@ -169,7 +173,8 @@ def test_per_pair_stream_replay_and_generator_state(prior, dim, monkeypatch):
     if prior == "uniform01":
         noise = torch.rand(4, 5, 3, dim, generator=replay)
     else:  # the official code draws one [N_t, D] block at a time
-        noise = torch.stack([torch.normal(0.0, 0.4, size=(3, dim), generator=replay) for _ in range(20)]).view(4, 5, 3, dim)
+        blocks = [torch.normal(0.0, 0.4, size=(3, dim), generator=replay) for _ in range(20)]
+        noise = torch.stack(blocks).view(4, 5, 3, dim)
     with torch.no_grad():
         injected = model.similarity(text, video, noise="per_pair", noise_tensor=noise)
     # same noise; the scoring threads differ while the background draw runs (one fewer), hence rounding only
