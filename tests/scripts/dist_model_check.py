@@ -95,3 +95,8 @@ def main(report_path: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1])
+    # Tear the process group down before the interpreter exits: a gloo group left to the atexit
+    # machinery can abort a rank ("terminate called without an active exception").
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
