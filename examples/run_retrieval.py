@@ -239,6 +239,7 @@ def _concat(chunks):
 def evaluate(model, task, processor, split: dict, accelerator: Accelerator, args) -> tuple[dict, dict, tuple]:
     """Metrics of every score variant (and `+DSL` variants when asked), the score matrices and the
     `(text, video)` features."""
+    was_training = model.training
     text_features, video_features = encode_split(model, task, processor, split, accelerator, args)
     scores = task.score(model, text_features, video_features, seed=args.seed, num_trials=args.num_trials)
     metrics = {}
@@ -247,7 +248,7 @@ def evaluate(model, task, processor, split: dict, accelerator: Accelerator, args
         metrics[variant] = retrieval_metrics(sims, split["text_to_video"])
         if args.dsl:
             metrics[f"{variant}+DSL"] = retrieval_metrics(dual_softmax(sims, dim=0), split["text_to_video"])
-    model.train()
+    model.train(was_training)
     return metrics, {variant: sims.float().cpu() for variant, sims in scores.items()}, (text_features, video_features)
 
 

@@ -725,6 +725,19 @@ class TMassModel(TMassPreTrainedModel):
 
     # --------------------------------------------------------------------------------------------------- similarity
 
+    def _check_scoring_inputs(self, text_embeds: torch.Tensor, frame_embeds: torch.Tensor, noise: str | None) -> str:
+        """Validate the inputs of the scoring methods; returns the noise mode (the config's when `None`)."""
+        noise = noise if noise is not None else self.config.similarity_noise
+        if noise not in _NOISE_MODES:
+            raise ValueError(f"noise must be one of {_NOISE_MODES}, got {noise!r}")
+        embed_dim = self.config.embed_dim
+        if text_embeds.dim() != 2 or text_embeds.shape[-1] != embed_dim:
+            raise ValueError(f"text_embeds must have shape (N_t, {embed_dim}), got {tuple(text_embeds.shape)}")
+        if frame_embeds.dim() != 3 or frame_embeds.shape[-1] != embed_dim:
+            raise ValueError(f"frame_embeds must have shape (N_v, F, {embed_dim}), got {tuple(frame_embeds.shape)}")
+        self.radius._check_frames(frame_embeds)
+        return noise
+
     @torch.no_grad()
     def similarity(
         self,
@@ -803,15 +816,8 @@ class TMassModel(TMassPreTrainedModel):
         """
         if protocol not in _PROTOCOLS:
             raise ValueError(f"protocol must be one of {_PROTOCOLS}, got {protocol!r}")
-        noise = noise if noise is not None else self.config.similarity_noise
-        if noise not in _NOISE_MODES:
-            raise ValueError(f"noise must be one of {_NOISE_MODES}, got {noise!r}")
+        noise = self._check_scoring_inputs(text_embeds, frame_embeds, noise)
         embed_dim = self.config.embed_dim
-        if text_embeds.dim() != 2 or text_embeds.shape[-1] != embed_dim:
-            raise ValueError(f"text_embeds must have shape (N_t, {embed_dim}), got {tuple(text_embeds.shape)}")
-        if frame_embeds.dim() != 3 or frame_embeds.shape[-1] != embed_dim:
-            raise ValueError(f"frame_embeds must have shape (N_v, F, {embed_dim}), got {tuple(frame_embeds.shape)}")
-        self.radius._check_frames(frame_embeds)
         num_texts, num_videos = text_embeds.shape[0], frame_embeds.shape[0]
         device, dtype = text_embeds.device, text_embeds.dtype
         frame_embeds = frame_embeds.to(device=device, dtype=dtype)
@@ -903,15 +909,8 @@ class TMassModel(TMassPreTrainedModel):
         Returns:
             `[N_t, K]` scores in the dtype of `text_embeds`.
         """
-        noise = noise if noise is not None else self.config.similarity_noise
-        if noise not in _NOISE_MODES:
-            raise ValueError(f"noise must be one of {_NOISE_MODES}, got {noise!r}")
+        noise = self._check_scoring_inputs(text_embeds, frame_embeds, noise)
         embed_dim = self.config.embed_dim
-        if text_embeds.dim() != 2 or text_embeds.shape[-1] != embed_dim:
-            raise ValueError(f"text_embeds must have shape (N_t, {embed_dim}), got {tuple(text_embeds.shape)}")
-        if frame_embeds.dim() != 3 or frame_embeds.shape[-1] != embed_dim:
-            raise ValueError(f"frame_embeds must have shape (N_v, F, {embed_dim}), got {tuple(frame_embeds.shape)}")
-        self.radius._check_frames(frame_embeds)
         num_texts, num_videos = text_embeds.shape[0], frame_embeds.shape[0]
         device, dtype = text_embeds.device, text_embeds.dtype
         candidates = torch.as_tensor(candidates, device=device).long()

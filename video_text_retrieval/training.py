@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from processors import load_video
+from processors.video_processing_base import normalize_frames
 
 __all__ = [
     "ClipAugmentation",
@@ -94,9 +95,7 @@ def augment_clip(frames: np.ndarray, augmentation: ClipAugmentation, rng: np.ran
     clip = F.interpolate(clip, size=(augmentation.size, augmentation.size), mode="bilinear", align_corners=False, antialias=True)
     if augmentation.horizontal_flip > 0 and rng.uniform() < augmentation.horizontal_flip:
         clip = clip.flip(-1)
-    mean = torch.tensor(augmentation.mean, dtype=clip.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(augmentation.std, dtype=clip.dtype).view(1, 3, 1, 1)
-    return (clip - mean) / std
+    return normalize_frames(clip, augmentation.mean, augmentation.std)
 
 
 class TrainPairsDataset(torch.utils.data.Dataset):
