@@ -120,7 +120,7 @@ _ENCODER_OPTIONS = {
     "libx265": {"crf": "14", "preset": "ultrafast", "log-level": "error"},
     "libvpx": {"crf": "4", "b": "4M", "auto-alt-ref": "1", "lag-in-frames": "16"},
     "libvpx-vp9": {"crf": "10", "b": "0", "row-mt": "1", "cpu-used": "8"},
-    "libsvtav1": {"crf": "2", "preset": "10"},
+    "libsvtav1": {"crf": "10", "preset": "10", "svtav1-params": "enable-tf=0:enable-overlays=0:pred-struct=1"},
 }
 # codecs without B-frames (the encoders refuse or ignore `max_b_frames`)
 _NO_B_FRAMES = {"msmpeg4", "msmpeg4v2", "wmv1", "wmv2", "h263", "h263p", "mjpeg", "libvpx", "libvpx-vp9", "libsvtav1"}
