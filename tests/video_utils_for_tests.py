@@ -170,8 +170,11 @@ def write_probe_video(
         if codec not in _NO_B_FRAMES:
             context.max_b_frames = max_b_frames
         if codec in ("mpeg4", "mpeg2video", "mpeg1video", "msmpeg4", "msmpeg4v2", "wmv1", "wmv2", "h263", "h263p", "mjpeg"):
-            context.bit_rate = 4_000_000 * (width * height) // (64 * 48)  # near-transparent quality
-            context.qmin, context.qmax = 1, 4
+            if width * height <= 128 * 96:  # test probes: near-transparent quality
+                context.bit_rate = 4_000_000 * (width * height) // (64 * 48)
+                context.qmin, context.qmax = 1, 4
+            else:  # benchmark clips: a high but realistic rate
+                context.bit_rate = 20_000_000
         if codec_tag is not None:
             context.codec_tag = codec_tag
         options = dict(_ENCODER_OPTIONS.get(codec, {}))
