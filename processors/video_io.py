@@ -5,8 +5,7 @@ Layout convention used everywhere in this package: a decoded clip is a `numpy.nd
 
 The samplers turn a video length into a list of frame indices that is always exactly `num_frames`
 long. When a video has fewer frames than requested, the last index is repeated until the list is
-long enough: this is what the official T-MASS reader does (`datasets/video_capture.py`, spec
-tmass.md §8.1) and, unlike zero padding, it never feeds blank frames to max/attention pooling.
+long enough: this is what the official T-MASS reader does (`datasets/video_capture.py`) and, unlike zero padding, it never feeds blank frames to max/attention pooling.
 
 Files are decoded by `video_decoders` (frame-exact in every common container, see that module and
 `docs/decoding.md`). This module depends on numpy and its flat sibling only; PyAV and decord are
@@ -68,7 +67,7 @@ def _pad_with_last(indices: list[int], num_frames: int) -> list[int]:
 def segment_edges(num_video_frames: int, num_frames: int) -> np.ndarray:
     """Boundaries of the `min(num_frames, num_video_frames)` equal segments of a video.
 
-    tmass.md §8.1: `m = min(F, n)`, `edges = floor(linspace(0, n, m + 1))`; segment `k` covers the
+    As the official T-MASS reader (`datasets/video_capture.py`): `m = min(F, n)`, `edges = floor(linspace(0, n, m + 1))`; segment `k` covers the
     frames `[edges[k], edges[k + 1] - 1]`. Every segment holds at least one frame because `m <= n`.
     The edges come from float `linspace` exactly as in the official code, which for a few `(n, F)`
     differs from exact integer arithmetic (n=30, F=22: edge 11 is floor(14.999...) = 14, not 15); the
@@ -86,7 +85,7 @@ def segment_edges(num_video_frames: int, num_frames: int) -> np.ndarray:
 
 
 def uniform_indices(num_video_frames: int, num_frames: int) -> list[int]:
-    """The middle frame of each of `num_frames` equal segments (X-Pool / T-MASS default, tmass.md §8.1).
+    """The middle frame of each of `num_frames` equal segments (X-Pool / T-MASS test-time default).
 
     Segment `k` is `[e_k, e_{k+1} - 1]` (see `segment_edges`); its index is `(e_k + e_{k+1} - 1) // 2`.
     Exactly the official T-MASS indices, e.g. `n=300, F=12` gives 12, 37, 62, ..., 287.
@@ -106,7 +105,7 @@ def rand_indices(
 
     Segments as in `uniform_indices`; the frame is drawn uniformly from the whole segment
     `[e_k, e_{k+1} - 1]`, its last frame included. (The official T-MASS `rand` excludes the last frame
-    of each segment and crashes on one-frame segments, tmass.md §8.1; this version does neither.)
+    of each segment and crashes on one-frame segments; this version does neither.)
     Videos shorter than `num_frames`: every frame once, then the last frame repeated.
 
     Args:
