@@ -220,6 +220,15 @@ def test_decord_failure_is_retried_with_pyav(tmp_path):
     assert read_frame_indices(decoded.frames) == sample_frame_indices(40, 6)
 
 
+def test_realtime_vp9_webm_that_decord_cannot_convert_decodes(tmp_path):
+    # a realtime VP9 stream 72 pixels wide: decord fails with a "size must exactly match" error
+    realtime = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "b": "2M", "crf": None, "row-mt": None}
+    path = write_probe_video(tmp_path / "realtime.webm", "libvpx-vp9", 30, width=72, codec_options=realtime)
+    decoded = read_sampled_frames(path, 6, "rand", generator=np.random.default_rng(0))
+    assert decoded.decode_path == "pyav_seek" and decoded.fallbacks[0].startswith("decord:")
+    assert read_frame_indices(decoded.frames) == decoded.indices
+
+
 def test_codec_no_decoder_handles_names_file_and_codec(tmp_path):
     source = write_probe_video(tmp_path / "source.avi", "mpeg4", 20, codec_tag="XVID")
     # a FourCC no FFmpeg decoder knows, in an otherwise valid AVI file

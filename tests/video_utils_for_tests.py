@@ -149,6 +149,7 @@ def write_probe_video(
         codec: an encoder name PyAV knows (`libx264`, `mpeg4`, `mpeg2video`, `wmv2`, `libvpx-vp9`, ...).
         gop_size, max_b_frames: stream structure; B-frames are turned off for codecs that have none.
         container_format: muxer name when the file extension does not choose it (`mpegts` for `.mts`).
+        codec_options: encoder options added to the defaults (a value `None` removes a default).
         codec_tag: FourCC written into the container (e.g. `XVID` for MPEG-4 Part 2 in AVI).
         timestamps: presentation time in seconds of each frame, for variable-frame-rate files;
             `None` gives the constant rate `fps`.
@@ -183,6 +184,7 @@ def write_probe_video(
         if codec == "libx265":
             options["x265-params"] = f"keyint={gop_size}:min-keyint={gop_size}:scenecut=0:bframes={max_b_frames}:log-level=error"
         options.update(codec_options or {})
+        options = {key: value for key, value in options.items() if value is not None}  # None removes a default
         stream.options = options
         if timestamps is not None:
             time_base = fractions.Fraction(1, 1000)
