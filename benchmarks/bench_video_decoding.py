@@ -194,13 +194,17 @@ def decord_seek_check(path: Path, num_frames: int, read_index) -> int | str:
     return sum(read_index(frame) != index for frame, index in zip(decoded.frames, decoded.indices))
 
 
-def write_clips(folder: Path, seconds: float, fps: int, gop: int, height: int, width: int) -> dict[str, Path]:
+def write_clips(
+    folder: Path, seconds: float, fps: int, gop: int, height: int, width: int, names: list[str] | None = None
+) -> dict[str, Path]:
     import av
 
     folder.mkdir(parents=True, exist_ok=True)
     num_frames = int(round(seconds * fps))
     written = {}
     for name, encoder, options in CLIPS:
+        if names is not None and name not in names:
+            continue
         if encoder not in av.codecs_available:
             print(f"skip {name}: this PyAV build cannot encode {encoder}", flush=True)
             continue
@@ -267,10 +271,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-videos", type=int, default=100, help="synthetic videos to read")
     parser.add_argument("--skip-synthetic", action="store_true")
+    parser.add_argument("--clips", nargs="+", default=None, choices=[name for name, _, _ in CLIPS],
+                        help="clips to write and time (default: all; HEVC at 1080p takes minutes to encode)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
 
-    clips = write_clips(args.work_dir / "clips", args.seconds, args.fps, args.gop, args.height, args.width)
+    clips = write_clips(args.work_dir / "clips", args.seconds, args.fps, args.gop, args.height, args.width, args.clips)
     results = {
         "machine": platform.machine(),
         "python": platform.python_version(),
