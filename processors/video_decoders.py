@@ -251,6 +251,8 @@ def probe_video(path: str | os.PathLike) -> VideoProbe:
             for packet in container.demux(stream):
                 if packet.size == 0:  # the demuxer's end-of-stream marker
                     continue
+                if packet.is_discard:  # before an edit list's start: decoded for reference, never shown
+                    continue
                 pts.append(packet.pts)
                 dts.append(packet.dts)
                 key.append(bool(packet.is_keyframe))
