@@ -1,25 +1,30 @@
-"""Frames decoded per second: the video processors, and whole-video vs sampled-frame decoding.
+"""Decoding sampled frames: `processors.load_video` vs the official T-MASS OpenCV reader vs PyAV full decode.
 
-Reads a data set in the common schema (`test.jsonl` / `train.jsonl` in `--data-dir`, one object per
-video: `{"video_id", "video_path" relative to the jsonl's folder, "captions"}`). When the folder does
-not exist the embedded synthetic set is generated there first
-(`video_text_retrieval.data.synthetic.generate_synthetic_dataset(output_dir, seed=0)`).
+Measured in one run, per container, on videos this script writes (or reads):
 
-Measured, on the same videos and in the same run (median of `--repeats` timed passes after one
-warm-up pass):
+* `clips`: one 1080p clip per container/codec (`--seconds` long, one GOP of `--gop` frames, B-frames
+  where the codec has them), frame `i` showing `i` as large black/white blocks so that every method's
+  output is checked for the right frames (pixels are read here, by the benchmark, never by the
+  decoders);
+* `synthetic`: the embedded synthetic set (`video_text_retrieval.data.synthetic`, small mp4 clips),
+  generated into `--work-dir` unless `--data-dir` points at an existing set.
 
-* `decode`: for each frame count F (12: T-MASS, 4: UNIFY), decoding only the F sampled frames with
-  `processors.load_video` versus decoding every frame of the video with decord and keeping F of them
-  (what a reader that cannot seek does). Reported: seconds, frames returned per second (the clip
-  frames a model gets), frames requested from the decoder per second (distinct sampled frames, or
-  every frame; for a seek decord also decodes from the preceding key frame), and the speed-up of
-  sampled over whole decoding.
-* `processor`: `TMassVideoProcessor` and `UnifyVideoProcessor` end to end (decode + resize + crop +
-  normalise to `pixel_values_videos`) on batches of `--batch-size` paths: videos and frames per second.
+Methods, each returning the `--num-frames` frames of `processors.sample_frame_indices(n, F, "uniform")`:
+
+* `load_video`: `processors.load_video` (decoder chosen per file; its path is reported);
+* `opencv_seek`: the official T-MASS reader (`datasets/video_capture.py`): `cv2.VideoCapture`, then
+  for every sampled index `cap.set(CAP_PROP_POS_FRAMES, i)` and `cap.read()`, BGR -> RGB;
+* `pyav_full`: PyAV decodes every frame from the start, converting only the sampled ones to RGB.
+
+Reported: median seconds of `--repeats` timed calls (after one warm-up), the frames that were wrong,
+and the ratio of each method's time to `load_video`'s. A separate table says where decord's own seek
+(`decode_path="decord"` forced) returns wrong frames: why the exact paths exist.
+
+Needs `opencv-python-headless` (extra `bench`: `pip install -e .[bench]`).
 
 Usage:
 
-    python benchmarks/bench_video_decoding.py --data-dir outputs/demo/data --json bench_decoding.json
+    python benchmarks/bench_video_decoding.py --work-dir /tmp/bench_decoding --json bench_decoding.json
 """
 
 from __future__ import annotations
@@ -32,205 +37,274 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # run as a script from a checkout
-    sys.path.insert(0, str(REPO_ROOT))
+for extra_path in (REPO_ROOT, REPO_ROOT / "tests"):  # run as a script from a checkout
+    if str(extra_path) not in sys.path:
+        sys.path.insert(0, str(extra_path))
 
-import torch  # noqa: E402
+from processors import load_video, read_sampled_frames, sample_frame_indices  # noqa: E402
+from video_utils_for_tests import BLOCK, GRID_COLS, GRID_ROWS, index_frame, write_probe_video  # noqa: E402
 
-from processors import TMassVideoProcessor, UnifyVideoProcessor, load_video  # noqa: E402
-from processors.video_io import decode_frames, open_video, sample_frame_indices  # noqa: E402
-
-
-def video_paths(data_dir: Path, splits: list[str], max_videos: int | None) -> list[Path]:
-    """Absolute paths of the videos listed in `<data_dir>/<split>.jsonl`, in file order."""
-    paths: list[Path] = []
-    for split in splits:
-        annotation_file = data_dir / f"{split}.jsonl"
-        if not annotation_file.is_file():
-            raise FileNotFoundError(f"{annotation_file} does not exist (expected one of {splits} in {data_dir})")
-        with open(annotation_file, encoding="utf-8") as handle:
-            for line_number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                record = json.loads(line)
-                if "video_path" not in record:
-                    raise ValueError(f"{annotation_file}:{line_number} has no `video_path`")
-                paths.append(annotation_file.parent / record["video_path"])
-    if max_videos is not None:
-        paths = paths[:max_videos]
-    if not paths:
-        raise ValueError(f"No videos listed in {data_dir} for splits {splits}")
-    return paths
+# (file name, encoder, writer options): the containers and codecs of common data sets
+CLIPS = [
+    ("h264.mp4", "libx264", {}),
+    ("hevc.mp4", "libx265", {}),
+    ("h264.mkv", "libx264", {}),
+    ("vp9.webm", "libvpx-vp9", {"codec_options": {"deadline": "realtime", "cpu-used": "8"}}),
+    ("xvid.avi", "mpeg4", {"codec_tag": "XVID"}),
+    ("mpeg2.mpg", "mpeg2video", {}),
+    ("h264.ts", "libx264", {}),
+    ("wmv2.wmv", "wmv2", {}),
+]
 
 
-def ensure_dataset(data_dir: Path) -> None:
-    """Generate the embedded synthetic set in `data_dir` when the folder does not exist."""
-    if data_dir.exists():
-        return
-    from video_text_retrieval.data.synthetic import generate_synthetic_dataset
 
-    print(f"{data_dir} does not exist: generating the synthetic data set there (seed 0) ...", flush=True)
-    generate_synthetic_dataset(data_dir, seed=0)
+def grid_scale(height: int, width: int) -> int:
+    """Index blocks of `16 * scale` pixels: 128 in a 1080p frame, a third of the frame height."""
+    return max(1, min(height // 135, width // 240))
 
 
-def median_seconds(run, repeats: int) -> float:
-    """Median wall time of `repeats` calls of `run()` after one untimed warm-up call."""
-    run()
+def clip_frame(index: int, height: int, width: int) -> np.ndarray:
+    """A 1080p frame: a moving colour ramp (so that motion compensation has work) with the index
+    blocks of `index_frame` scaled up in the top-left corner."""
+    rows = np.arange(height, dtype=np.int32)[:, None]
+    cols = np.arange(width, dtype=np.int32)[None, :]
+    frame = np.empty((height, width, 3), dtype=np.uint8)
+    frame[..., 0] = ((rows + 4 * index) % 256).astype(np.uint8)
+    frame[..., 1] = ((cols + 2 * index) % 256).astype(np.uint8)
+    frame[..., 2] = ((rows + cols) // 8 % 256).astype(np.uint8)
+    scale = grid_scale(height, width)
+    grid = index_frame(index).repeat(scale, axis=0).repeat(scale, axis=1)
+    frame[: grid.shape[0], : grid.shape[1]] = grid
+    return frame
+
+
+def read_clip_index(frame: np.ndarray) -> int:
+    """Inverse of `clip_frame` (block centres of the scaled index grid)."""
+    index = 0
+    block = BLOCK * grid_scale(*frame.shape[:2])
+    for position in range(GRID_ROWS * GRID_COLS):
+        row, col = divmod(position, GRID_COLS)
+        centre = frame[row * block + block // 4 : (row + 1) * block - block // 4,
+                       col * block + block // 4 : (col + 1) * block - block // 4]
+        index = (index << 1) | int(centre.mean() >= 128)
+    return index
+
+
+def opencv_seek_reader(path: Path, indices: list[int]) -> np.ndarray:
+    """The official T-MASS reader's decoding: one `CAP_PROP_POS_FRAMES` seek and `read()` per index."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise RuntimeError(f"OpenCV cannot open {path}")
+    frames = []
+    for index in indices:
+        capture.set(cv2.CAP_PROP_POS_FRAMES, index)
+        ok, frame = capture.read()
+        if not ok:
+            raise RuntimeError(f"OpenCV could not read frame {index} of {path}")
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    capture.release()
+    return np.stack(frames)
+
+
+def opencv_frame_count(path: Path) -> int:
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    capture.release()
+    return count
+
+
+def pyav_full_decode(path: Path, indices: list[int]) -> np.ndarray:
+    """Decode every frame from the start with PyAV; convert the sampled ones to RGB."""
+    import av
+
+    wanted = set(indices)
+    frames = {}
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.thread_type = "AUTO"
+        for position, frame in enumerate(container.decode(stream)):
+            if position in wanted:
+                frames[position] = frame.to_ndarray(format="rgb24")
+    return np.stack([frames[index] for index in indices])
+
+
+def median_seconds(run, repeats: int) -> tuple[float, object]:
+    result = run()  # warm-up (file cache, imports)
     timings = []
     for _ in range(repeats):
         start = time.perf_counter()
-        run()
+        result = run()
         timings.append(time.perf_counter() - start)
-    return statistics.median(timings)
+    return statistics.median(timings), result
 
 
-def decode_sampled(paths: list[Path], num_frames: int, decode_threads: int) -> int:
-    """Decode only the sampled frames of every video; returns the number of frames returned."""
-    return sum(load_video(path, num_frames, num_threads=decode_threads).shape[0] for path in paths)
-
-
-def decode_whole(paths: list[Path], num_frames: int, decode_threads: int) -> tuple[int, int]:
-    """Decode every frame of every video, then keep the sampled ones.
-
-    Returns (frames kept, frames decoded)."""
-    kept = decoded = 0
-    for path in paths:
-        reader = open_video(path, num_threads=decode_threads)
-        frames = decode_frames(reader, list(range(len(reader))), path)
-        kept += frames[sample_frame_indices(len(frames), num_frames)].shape[0]
-        decoded += frames.shape[0]
-    return kept, decoded
-
-
-def bench_decoding(paths: list[Path], num_frames: int, repeats: int, decode_threads: int) -> dict:
-    counts = {}
-
-    def sampled():
-        counts["sampled_frames"] = decode_sampled(paths, num_frames, decode_threads)
-
-    def whole():
-        counts["kept_frames"], counts["whole_decoded_frames"] = decode_whole(paths, num_frames, decode_threads)
-
-    sampled_seconds = median_seconds(sampled, repeats)
-    whole_seconds = median_seconds(whole, repeats)
-    # unique frames the sampled reader decodes (short videos repeat their last frame)
-    unique_sampled = sum(len(set(sample_frame_indices(len(open_video(p)), num_frames))) for p in paths)
-    return {
-        "num_frames": num_frames,
-        "videos": len(paths),
-        "sampled": {
-            "seconds": sampled_seconds,
-            "frames_returned": counts["sampled_frames"],
-            "frames_requested": unique_sampled,
-            "frames_returned_per_second": counts["sampled_frames"] / sampled_seconds,
-            "frames_requested_per_second": unique_sampled / sampled_seconds,
-        },
-        "whole": {
-            "seconds": whole_seconds,
-            "frames_returned": counts["kept_frames"],
-            "frames_requested": counts["whole_decoded_frames"],
-            "frames_returned_per_second": counts["kept_frames"] / whole_seconds,
-            "frames_requested_per_second": counts["whole_decoded_frames"] / whole_seconds,
-        },
-        "speedup_sampled_over_whole": whole_seconds / sampled_seconds,
+def bench_files(paths: list[Path], num_frames: int, repeats: int, read_index=None) -> dict:
+    """Time the three methods over `paths` (one call per file per pass); count wrong frames when
+    `read_index` can read the frame index from the pixels."""
+    counts = {path: read_sampled_frames(path, 1).num_frames for path in paths}
+    indices = {path: sample_frame_indices(counts[path], num_frames) for path in paths}
+    methods = {
+        "load_video": lambda: [load_video(path, num_frames) for path in paths],
+        "opencv_seek": lambda: [opencv_seek_reader(path, indices[path]) for path in paths],
+        "pyav_full": lambda: [pyav_full_decode(path, indices[path]) for path in paths],
     }
-
-
-def bench_processor(video_processor, paths: list[Path], batch_size: int, repeats: int) -> dict:
-    batches = [paths[start : start + batch_size] for start in range(0, len(paths), batch_size)]
-    shapes = {}
-
-    def run():
-        for batch in batches:
-            pixel_values = video_processor([str(path) for path in batch], return_tensors="pt")["pixel_values_videos"]
-            shapes[tuple(pixel_values.shape[1:])] = pixel_values.dtype
-
-    seconds = median_seconds(run, repeats)
-    frames = len(paths) * video_processor.num_frames
-    return {
-        "processor": type(video_processor).__name__,
-        "num_frames": video_processor.num_frames,
-        "batch_size": batch_size,
-        "videos": len(paths),
-        "seconds": seconds,
-        "videos_per_second": len(paths) / seconds,
-        "frames_per_second": frames / seconds,
-        "output_shape_per_video": [list(shape) for shape in shapes],
-    }
-
-
-def print_table(results: dict) -> None:
-    print()
-    print(f"Videos: {results['videos']} from {results['data_dir']} ({', '.join(results['splits'])}); "
-          f"torch threads {results['torch_threads']}, decord threads {results['decode_threads']} (0 = auto)")
-    print()
-    print("Decoding (decord): only the sampled frames vs the whole video")
-    header = f"{'F':>3} | {'mode':<8} | {'seconds':>8} | {'frames out/s':>12} | {'requested/s':>11} | {'requested':>9}"
-    print(header)
-    print("-" * len(header))
-    for entry in results["decoding"]:
-        for mode in ("sampled", "whole"):
-            row = entry[mode]
-            print(
-                f"{entry['num_frames']:>3} | {mode:<8} | {row['seconds']:>8.3f} | "
-                f"{row['frames_returned_per_second']:>12.1f} | {row['frames_requested_per_second']:>11.1f} | "
-                f"{row['frames_requested']:>9d}"
+    results = {}
+    for name, run in methods.items():
+        try:
+            seconds, outputs = median_seconds(run, repeats)
+        except Exception as error:  # a reader that cannot read a container is a result, not a crash
+            results[name] = {"error": str(error)[:200]}
+            continue
+        wrong = None
+        if read_index is not None:
+            wrong = sum(
+                sum(read_index(frame) != index for frame, index in zip(frames, indices[path]))
+                for frames, path in zip(outputs, paths)
             )
-        print(f"{'':>3} | speed-up of sampled over whole decoding: {entry['speedup_sampled_over_whole']:.2f}x")
-    print()
-    print("Video processors end to end (decode + resize + crop + normalise)")
-    header = f"{'processor':<22} | {'F':>3} | {'batch':>5} | {'seconds':>8} | {'videos/s':>9} | {'frames/s':>9}"
+        results[name] = {"seconds": seconds, "wrong_frames": wrong}
+    base = results["load_video"].get("seconds")
+    for name, row in results.items():
+        if base and "seconds" in row:
+            row["ratio_to_load_video"] = row["seconds"] / base
+    paths_taken = sorted({read_sampled_frames(path, num_frames).decode_path for path in paths})
+    return {
+        "files": len(paths),
+        "frames_per_file": sorted(set(counts.values())),
+        "opencv_frame_count": sorted({opencv_frame_count(path) for path in paths}),
+        "decode_path": paths_taken,
+        "methods": results,
+    }
+
+
+def decord_seek_check(path: Path, num_frames: int, read_index) -> int | str:
+    """Wrong frames when decord's own seek is forced on `path` (what the dispatch avoids)."""
+    try:
+        decoded = read_sampled_frames(path, num_frames, decode_path="decord")
+    except Exception as error:
+        return f"error: {str(error)[:80]}"
+    if decoded.decode_path != "decord":
+        return f"decord failed, fell back ({decoded.fallbacks[0][:60]})"
+    return sum(read_index(frame) != index for frame, index in zip(decoded.frames, decoded.indices))
+
+
+def write_clips(
+    folder: Path, seconds: float, fps: int, gop: int, height: int, width: int, names: list[str] | None = None
+) -> dict[str, Path]:
+    import av
+
+    folder.mkdir(parents=True, exist_ok=True)
+    num_frames = int(round(seconds * fps))
+    written = {}
+    for name, encoder, options in CLIPS:
+        if names is not None and name not in names:
+            continue
+        if encoder not in av.codecs_available:
+            print(f"skip {name}: this PyAV build cannot encode {encoder}", flush=True)
+            continue
+        path = folder / f"{height}p_{gop}_{num_frames}_{name}"
+        if not path.exists():  # written once per work dir; a partial file is written under a temporary name
+            partial = path.with_name("partial_" + path.name)
+            start = time.perf_counter()
+            write_probe_video(
+                partial, encoder, num_frames, fps=fps, gop_size=gop, max_b_frames=3, height=height, width=width,
+                frame_source=lambda i: clip_frame(i, height, width), **options,
+            )
+            partial.rename(path)
+            print(f"wrote {path.name} in {time.perf_counter() - start:.1f} s", flush=True)
+        written[name] = path
+    return written
+
+
+def synthetic_paths(data_dir: Path | None, work_dir: Path, max_videos: int) -> tuple[Path, list[Path]]:
+    if data_dir is None:
+        from video_text_retrieval.data.synthetic import generate_synthetic_dataset
+
+        data_dir = work_dir / "synthetic"
+        generate_synthetic_dataset(data_dir, seed=0)
+    paths = []
+    with open(data_dir / "test.jsonl", encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                paths.append(data_dir / json.loads(line)["video_path"])
+    return data_dir, paths[:max_videos]
+
+
+def print_table(title: str, rows: dict) -> None:
+    print(f"\n{title}")
+    header = (f"{'video':<14} | {'path taken':<16} | {'load_video s':>12} | {'opencv s':>9} | {'x':>6} | "
+              f"{'pyav full s':>11} | {'x':>6} | wrong frames (load/opencv/pyav)")
     print(header)
     print("-" * len(header))
-    for row in results["processors"]:
+    for name, entry in rows.items():
+        methods = entry["methods"]
+
+        def cell(method, key, fmt):
+            value = methods.get(method, {}).get(key)
+            return format(value, fmt) if isinstance(value, (int, float)) else "err"
+
+        wrong = "/".join(str(methods.get(m, {}).get("wrong_frames", "err")) for m in ("load_video", "opencv_seek", "pyav_full"))
         print(
-            f"{row['processor']:<22} | {row['num_frames']:>3} | {row['batch_size']:>5} | {row['seconds']:>8.3f} | "
-            f"{row['videos_per_second']:>9.1f} | {row['frames_per_second']:>9.1f}"
+            f"{name:<14} | {','.join(entry['decode_path']):<16} | {cell('load_video', 'seconds', '12.3f')} | "
+            f"{cell('opencv_seek', 'seconds', '9.3f')} | {cell('opencv_seek', 'ratio_to_load_video', '6.2f')} | "
+            f"{cell('pyav_full', 'seconds', '11.3f')} | {cell('pyav_full', 'ratio_to_load_video', '6.2f')} | {wrong}"
         )
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / "outputs" / "demo" / "data",
-                        help="folder with test.jsonl/train.jsonl; generated (synthetic set) when missing")
-    parser.add_argument("--splits", nargs="+", default=["test"], help="annotation files to read (default: test)")
-    parser.add_argument("--max-videos", type=int, default=None, help="use at most this many videos")
-    parser.add_argument("--num-frames", type=int, nargs="+", default=[12, 4],
-                        help="frame counts for the decoding comparison (default: 12 = T-MASS, 4 = UNIFY)")
-    parser.add_argument("--batch-size", type=int, default=8, help="videos per processor call")
-    parser.add_argument("--repeats", type=int, default=3, help="timed passes (median reported)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    parser.add_argument("--decode-threads", type=int, default=1, help="decord threads per video (0: automatic)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    parser.add_argument("--work-dir", type=Path, required=True, help="folder for the clips (created; reused)")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="an existing synthetic/common-schema set (test.jsonl); default: generate one in --work-dir")
+    parser.add_argument("--seconds", type=float, default=10.0, help="clip length (default 10 s)")
+    parser.add_argument("--fps", type=int, default=25)
+    parser.add_argument("--gop", type=int, default=250, help="GOP length in frames (default 250: one key frame per 10 s)")
+    parser.add_argument("--height", type=int, default=1080)
+    parser.add_argument("--width", type=int, default=1920)
+    parser.add_argument("--num-frames", type=int, default=12, help="sampled frames per video (12: T-MASS)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--max-videos", type=int, default=100, help="synthetic videos to read")
+    parser.add_argument("--skip-synthetic", action="store_true")
+    parser.add_argument("--clips", nargs="+", default=None, choices=[name for name, _, _ in CLIPS],
+                        help="clips to write and time (default: all; HEVC at 1080p takes minutes to encode)")
+    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
-    if args.repeats < 1 or args.batch_size < 1 or any(n < 1 for n in args.num_frames):
-        parser.error("--repeats, --batch-size and --num-frames must be >= 1")
 
-    torch.set_num_threads(args.threads)
-    ensure_dataset(args.data_dir)
-    paths = video_paths(args.data_dir, args.splits, args.max_videos)
-
+    clips = write_clips(args.work_dir / "clips", args.seconds, args.fps, args.gop, args.height, args.width, args.clips)
     results = {
-        "data_dir": str(args.data_dir),
-        "splits": args.splits,
-        "videos": len(paths),
-        "torch_threads": args.threads,
-        "decode_threads": args.decode_threads,
-        "repeats": args.repeats,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
         "machine": platform.machine(),
-        "decoding": [bench_decoding(paths, n, args.repeats, args.decode_threads) for n in args.num_frames],
-        "processors": [
-            bench_processor(TMassVideoProcessor(), paths, args.batch_size, args.repeats),
-            bench_processor(UnifyVideoProcessor(), paths, args.batch_size, args.repeats),
-        ],
+        "python": platform.python_version(),
+        "settings": {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()},
+        "clips": {},
+        "decord_seek_wrong_frames": {},
     }
-    print_table(results)
+    for name, path in clips.items():
+        print(f"timing {name} ...", flush=True)
+        results["clips"][name] = bench_files([path], args.num_frames, args.repeats, read_clip_index)
+        results["decord_seek_wrong_frames"][name] = decord_seek_check(path, args.num_frames, read_clip_index)
+    if not args.skip_synthetic:
+        data_dir, paths = synthetic_paths(args.data_dir, args.work_dir, args.max_videos)
+        print(f"timing {len(paths)} synthetic videos from {data_dir} ...", flush=True)
+        results["synthetic"] = bench_files(paths, args.num_frames, args.repeats)
+
+    size = f"{args.height}p, {args.seconds:g} s at {args.fps} fps, GOP {args.gop}, up to 3 B-frames"
+    print_table(f"One clip per container ({size}); {args.num_frames} uniform frames; x = time / load_video time", results["clips"])
+    if "synthetic" in results:
+        entry = results["synthetic"]
+        print_table(f"Embedded synthetic set: {entry['files']} videos of {entry['frames_per_file']} frames",
+                    {"synthetic": entry})
+    print("\nWrong frames when decord's own seek is forced (why the exact paths exist):")
+    for name, wrong in results["decord_seek_wrong_frames"].items():
+        print(f"  {name:<12} {wrong}")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
         print(f"\nwrote {args.json}")
     return results
 

@@ -5,11 +5,12 @@ Layout convention used everywhere in this package: a decoded clip is a `numpy.nd
 
 The samplers turn a video length into a list of frame indices that is always exactly `num_frames`
 long. When a video has fewer frames than requested, the last index is repeated until the list is
-long enough: this is what the official T-MASS reader does (`datasets/video_capture.py`, spec
-tmass.md §8.1) and, unlike zero padding, it never feeds blank frames to max/attention pooling.
+long enough: this is what the official T-MASS reader does (`datasets/video_capture.py`) and, unlike zero padding, it never feeds blank frames to max/attention pooling.
 
-This module depends on numpy only; `decord` is imported lazily, when a file is actually decoded, so
-that the module can be copied into a Hub model folder and imported where decord is missing.
+Files are decoded by `video_decoders` (frame-exact in every common container, see that module and
+`docs/decoding.md`). This module depends on numpy and its flat sibling only; PyAV and decord are
+imported when a file is actually decoded, so that it can be copied into a Hub model folder and
+imported where they are missing.
 """
 
 from __future__ import annotations
@@ -20,15 +21,12 @@ from typing import Any
 
 import numpy as np
 
+
 FRAME_SAMPLING_STRATEGIES = ("uniform", "rand", "head", "tail", "fps")
 """Names accepted by `sample_frame_indices(strategy=...)` and by the video processors' `frame_sampling`."""
 
 
-class VideoDecodingError(RuntimeError):
-    """A file exists but cannot be decoded as a video (not a video, corrupt, truncated, no frames).
-
-    The message always names the file.
-    """
+from .video_decoders import VideoDecodingError, read_video_frames
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -69,7 +67,7 @@ def _pad_with_last(indices: list[int], num_frames: int) -> list[int]:
 def segment_edges(num_video_frames: int, num_frames: int) -> np.ndarray:
     """Boundaries of the `min(num_frames, num_video_frames)` equal segments of a video.
 
-    tmass.md §8.1: `m = min(F, n)`, `edges = floor(linspace(0, n, m + 1))`; segment `k` covers the
+    As the official T-MASS reader (`datasets/video_capture.py`): `m = min(F, n)`, `edges = floor(linspace(0, n, m + 1))`; segment `k` covers the
     frames `[edges[k], edges[k + 1] - 1]`. Every segment holds at least one frame because `m <= n`.
     The edges come from float `linspace` exactly as in the official code, which for a few `(n, F)`
     differs from exact integer arithmetic (n=30, F=22: edge 11 is floor(14.999...) = 14, not 15); the
@@ -87,7 +85,7 @@ def segment_edges(num_video_frames: int, num_frames: int) -> np.ndarray:
 
 
 def uniform_indices(num_video_frames: int, num_frames: int) -> list[int]:
-    """The middle frame of each of `num_frames` equal segments (X-Pool / T-MASS default, tmass.md §8.1).
+    """The middle frame of each of `num_frames` equal segments (X-Pool / T-MASS test-time default).
 
     Segment `k` is `[e_k, e_{k+1} - 1]` (see `segment_edges`); its index is `(e_k + e_{k+1} - 1) // 2`.
     Exactly the official T-MASS indices, e.g. `n=300, F=12` gives 12, 37, 62, ..., 287.
@@ -107,7 +105,7 @@ def rand_indices(
 
     Segments as in `uniform_indices`; the frame is drawn uniformly from the whole segment
     `[e_k, e_{k+1} - 1]`, its last frame included. (The official T-MASS `rand` excludes the last frame
-    of each segment and crashes on one-frame segments, tmass.md §8.1; this version does neither.)
+    of each segment and crashes on one-frame segments; this version does neither.)
     Videos shorter than `num_frames`: every frame once, then the last frame repeated.
 
     Args:
@@ -220,7 +218,7 @@ def sample_frame_indices(
 
 
 # ---------------------------------------------------------------------------------------------------
-# Decoding files with decord
+# decord readers (kept for callers that hold a decord reader; `load_video` chooses its decoder per file)
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -235,6 +233,9 @@ def _import_decord():
 
 def open_video(path: str | os.PathLike, num_threads: int = 0):
     """Open a video file with decord and check that it has at least one frame.
+
+    decord's own seeking is exact only in some containers (see `video_decoders`); `load_video`
+    decodes frame-exactly everywhere.
 
     Args:
         path: path of the video file.
@@ -327,27 +328,42 @@ def load_video(
     strategy: str = "uniform",
     **sampling_options: Any,
 ) -> np.ndarray:
-    """Decode `num_frames` sampled frames of a video file with decord.
+    """Decode exactly the `num_frames` frames `sample_frame_indices` names, in any common container.
 
-    Only the sampled frames are decoded (each distinct index once), never the whole video.
+    Only the sampled frames are converted to RGB (each distinct index once). The decoder is chosen per
+    file (`video_decoders`): decord's seek where it is exact, PyAV seeking verified by timestamps, or
+    PyAV reading forward from the first frame; frame `i` is always the `i`-th frame in display order.
+
+    With `strategy="fps"` the frames are chosen on the file's real timestamps
+    (`fps_indices_from_timestamps`), so variable-frame-rate videos are sampled at the right times;
+    passing `video_fps` instead samples by index at that rate (`fps_indices`).
 
     Args:
         path: path of the video file.
         num_frames: number of frames to return (>= 1).
         strategy: frame sampling strategy, see `sample_frame_indices`.
         **sampling_options: `generator` (for `"rand"`), `target_fps` (for `"fps"`), `video_fps`
-            (overrides the rate read from the file), and `num_threads` for the decoder.
+            (overrides the rate read from the file), `num_threads` for the decoder (0: automatic),
+            and `decode_path` to force one of `video_decoders.DECODE_PATHS`.
 
     Returns:
         `np.ndarray` uint8 of shape `(num_frames, H, W, 3)`, RGB. Videos shorter than `num_frames`
         repeat their last frame.
 
     Raises:
-        FileNotFoundError: missing file. VideoDecodingError: not a video, corrupt, truncated or without
-        frames (these messages name the file). ValueError: unknown strategy or `num_frames < 1` (checked
-        before the file is opened, naming the argument), missing fps arguments (naming the file too).
+        FileNotFoundError: missing file. VideoDecodingError: not a video, corrupt, truncated, without
+        frames, or a codec no installed decoder handles (these messages name the file). ValueError:
+        unknown strategy or `num_frames < 1` (checked before the file is opened, naming the argument),
+        missing fps arguments (naming the file too).
     """
+    return read_sampled_frames(path, num_frames, strategy, **sampling_options).frames
+
+
+def read_sampled_frames(path: str | os.PathLike, num_frames: int, strategy: str = "uniform", **sampling_options: Any):
+    """`load_video` that also returns what was read: a `video_decoders.DecodedVideo` (frames, indices,
+    frame count, frame rate, timestamps, decoding path)."""
     num_threads = sampling_options.pop("num_threads", 0)
+    decode_path = sampling_options.pop("decode_path", None)
     unknown = set(sampling_options) - {"generator", "video_fps", "target_fps"}
     if unknown:
         raise TypeError(f"load_video got unknown sampling options {sorted(unknown)}")
@@ -356,14 +372,69 @@ def load_video(
         raise ValueError(
             f"Unknown frame sampling strategy {strategy!r}; valid strategies: {', '.join(FRAME_SAMPLING_STRATEGIES)}"
         )
-    reader = open_video(path, num_threads=num_threads)
-    if sampling_options.get("video_fps") is None:
-        sampling_options["video_fps"] = video_frame_rate(reader)
-    try:
-        indices = sample_frame_indices(len(reader), num_frames, strategy, **sampling_options)
-    except (ValueError, TypeError) as error:
-        raise type(error)(f"{error} (video file {os.fspath(path)!r})") from error
-    return decode_frames(reader, indices, path)
+    generator = sampling_options.get("generator")
+    if strategy == "rand":
+        generator = _check_generator(generator)
+        sampling_options["generator"] = generator
+    # the decoder may ask twice (a damaged stream with fewer frames than packets): replay the same draws
+    generator_state = generator.bit_generator.state if isinstance(generator, np.random.Generator) else None
+    path_name = os.fspath(path)
+
+    def choose(num_video_frames: int, frame_rate: float | None, timestamps: np.ndarray | None) -> list[int]:
+        if generator_state is not None:
+            generator.bit_generator.state = generator_state
+        options = dict(sampling_options)
+        try:
+            if strategy == "fps" and options.get("video_fps") is None and timestamps is not None:
+                target_fps = _check_positive_number(options.get("target_fps"), "target_fps", "fps")
+                return fps_indices_from_timestamps(timestamps, num_frames, target_fps, end_time=None)
+            if options.get("video_fps") is None:
+                options["video_fps"] = frame_rate
+            return sample_frame_indices(num_video_frames, num_frames, strategy, **options)
+        except (ValueError, TypeError) as error:
+            raise type(error)(f"{error} (video file {path_name!r})") from error
+
+    return read_video_frames(path, choose, num_threads=num_threads, decode_path=decode_path)
+
+
+def fps_indices_from_timestamps(
+    timestamps: Any, num_frames: int, target_fps: float, end_time: float | None = None
+) -> list[int]:
+    """Frames at `target_fps` samples per second on the frames' real presentation times.
+
+    Sample `k` is taken at time `t_k = k * step` from the first frame and is the frame on screen then:
+    the last frame whose timestamp is `<= t_k`. `step = max(1 / target_fps, end_time / n)`: as in
+    `fps_indices`, sampling faster than the video's average rate gives consecutive frames rather than
+    repeats. For a constant-rate video this is exactly `fps_indices(n, num_frames, n / end_time,
+    target_fps)`; on a variable-rate video it follows the real clock instead of the average rate (a
+    frame shown for longer than `step` may be returned twice). Samples at or after `end_time` are
+    dropped, then the list is truncated or padded (last index repeated) to `num_frames`.
+
+    Args:
+        timestamps: `(n,)` presentation times in seconds, increasing, `timestamps[0]` the first frame.
+        num_frames: number of indices to return.
+        target_fps: samples per second, > 0.
+        end_time: when the last frame stops being shown; default: its timestamp plus the median frame
+            duration.
+    """
+    timestamps = np.asarray(timestamps, dtype=np.float64)
+    if timestamps.ndim != 1 or timestamps.size == 0:
+        raise ValueError(f"`timestamps` must be a non-empty 1-D sequence, got shape {timestamps.shape}")
+    if np.any(np.diff(timestamps) <= 0):
+        raise ValueError("`timestamps` must be strictly increasing (frames in display order)")
+    num_frames = _check_positive_int(num_frames, "num_frames")
+    target_fps = _check_positive_number(target_fps, "target_fps", "fps")
+    timestamps = timestamps - timestamps[0]
+    if end_time is None:
+        last_duration = float(np.median(np.diff(timestamps))) if timestamps.size > 1 else 1.0 / target_fps
+        end_time = float(timestamps[-1]) + last_duration
+    step = max(1.0 / target_fps, end_time / timestamps.size)
+    # a microsecond of slack keeps a sample that falls exactly on a frame's timestamp on that frame
+    tolerance = 1e-6
+    sample_times = np.arange(num_frames) * step
+    sample_times = sample_times[sample_times < end_time - tolerance]  # t_0 = 0 always stays
+    indices = np.searchsorted(timestamps, sample_times + tolerance, side="right") - 1
+    return _pad_with_last([int(i) for i in indices], num_frames)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -2,11 +2,12 @@
 
 Pipeline for each video, all frames of a clip transformed in one call:
 
-1. frames: a path is decoded with decord, only the sampled frames (`video_io`); already-decoded
-   frames (numpy / torch / list of PIL images) are brought to uint8 `(T, H, W, 3)` and sampled;
+1. frames: a path is decoded frame-exactly, only the sampled frames (`video_decoders`: decord where
+   its seeking is exact, PyAV elsewhere); already-decoded frames (numpy / torch / list of PIL images)
+   are brought to uint8 `(T, H, W, 3)` and sampled;
 2. `num_frames` indices from `frame_sampling` (`video_io.sample_frame_indices`);
-3. uint8 -> float, times `rescale_factor` (1/255): T-MASS resizes float frames in [0, 1]
-   (tmass.md §8.2), not uint8 ones;
+3. uint8 -> float, times `rescale_factor` (1/255): the official T-MASS code resizes float frames in
+   [0, 1] (torchvision transforms on the tensors its OpenCV reader returns), not uint8 ones;
 4. resize: shorter side to `size["shortest_edge"]` (the longer side to `int(s * long / short)`, as
    torchvision's `Resize(s)`), or to exactly `size["height"] x size["width"]`; interpolation from
    `resample`, `antialias` configurable; no clamping after bicubic (as the official code);
@@ -33,14 +34,13 @@ from transformers.processing_utils import Unpack, VideosKwargs
 from transformers.video_processing_utils import BaseVideoProcessor
 from transformers.video_utils import VideoMetadata
 
+from .video_decoders import read_video_frames
 from .video_io import (
     FRAME_SAMPLING_STRATEGIES,
     as_frame_array,
-    decode_frames,
+    fps_indices_from_timestamps,
     is_frame_like,
-    open_video,
     sample_frame_indices,
-    video_frame_rate,
 )
 
 
@@ -52,7 +52,8 @@ class RetrievalVideosKwargs(VideosKwargs, total=False):
         `"tail"`, `"fps"`). `"fps"` samples at the rate given by the standard `fps` argument.
     antialias (`bool`):
         Antialiasing in the (bilinear/bicubic) resize. `False` reproduces the released T-MASS
-        checkpoints' preprocessing (old torchvision did not antialias tensors, tmass.md §8.2).
+        checkpoints' preprocessing (the torchvision release T-MASS was trained with did not antialias
+        tensors).
     """
 
     frame_sampling: str
@@ -157,21 +158,65 @@ def _split_video_batch(videos: Any) -> list[Any]:
     )
 
 
+def _is_metadata_entry(entry: Any) -> bool:
+    return entry is None or isinstance(entry, (dict, VideoMetadata))
+
+
 def _metadata_list(video_metadata: Any, batch_size: int) -> list[Any]:
+    """One metadata entry (`None`, a dict or a `VideoMetadata`) per video.
+
+    Accepted: `None`; one entry (a single video); a list with one entry per video; or the nested form
+    transformers' processors pass, a list per sample of lists of entries, which is flattened in order
+    (as `transformers.video_utils.make_batched_metadata` does)."""
     if video_metadata is None:
         return [None] * batch_size
-    if isinstance(video_metadata, (dict, VideoMetadata)):
+    if _is_metadata_entry(video_metadata):
         video_metadata = [video_metadata]
-    video_metadata = list(video_metadata)
+    if not isinstance(video_metadata, (list, tuple)):
+        raise TypeError(
+            "`video_metadata` must be a dict or VideoMetadata, a list of those (one per video), or a list of such "
+            f"lists (one per sample), got {type(video_metadata).__name__}"
+        )
+    if video_metadata and all(isinstance(entry, (list, tuple)) for entry in video_metadata):
+        flat = []
+        for sample, entries in enumerate(video_metadata):
+            for position, entry in enumerate(entries):
+                if not _is_metadata_entry(entry):
+                    raise TypeError(
+                        f"`video_metadata[{sample}][{position}]` must be a dict, a VideoMetadata or None, got "
+                        f"{type(entry).__name__}"
+                    )
+                flat.append(entry)
+        video_metadata = flat
+    else:
+        for position, entry in enumerate(video_metadata):
+            if not _is_metadata_entry(entry):
+                raise TypeError(
+                    f"`video_metadata[{position}]` must be a dict, a VideoMetadata or None (or every entry a list, "
+                    f"the nested per-sample form), got {type(entry).__name__}"
+                )
+        video_metadata = list(video_metadata)
     if len(video_metadata) != batch_size:
         raise ValueError(f"`video_metadata` has {len(video_metadata)} entries for {batch_size} videos")
     return video_metadata
 
 
+class RetrievalVideoMetadata(VideoMetadata):
+    """`VideoMetadata` plus the presentation time of every frame of the file, so that `"fps"` sampling
+    follows the real clock of variable-frame-rate videos.
+
+    frame_timestamps (`numpy.ndarray`, *optional*): `(total_num_frames,)` seconds from the first frame;
+        `None` when the container stores no reliable per-frame timestamps.
+    """
+
+    frame_timestamps: Any = None
+
+
 class BaseRetrievalVideoProcessor(BaseVideoProcessor):
     r"""
     Video processor for video-text retrieval: frame sampling, shorter-side resize, centre crop,
-    normalisation, with decord decoding of only the sampled frames. Subclasses set the defaults.
+    normalisation, decoding only the sampled frames, frame-exactly in every common container.
+    Subclasses set the defaults.
 
     Accepted `videos`: a path, decoded frames (uint8 numpy array / torch tensor `(T, H, W, 3)` or
     `(T, 3, H, W)`, a list of PIL images or `(H, W, 3)` arrays), or a list of those (one per video).
@@ -257,36 +302,48 @@ class BaseRetrievalVideoProcessor(BaseVideoProcessor):
                 f"`fps` ({fps}) is the target rate of frame_sampling='fps'; it cannot be combined with "
                 f"frame_sampling={frame_sampling!r}"
             )
-        indices = sample_frame_indices(
-            metadata.total_num_frames, num_frames, frame_sampling, video_fps=metadata.fps, target_fps=fps
-        )
+        timestamps = getattr(metadata, "frame_timestamps", None)
+        if frame_sampling == "fps" and fps is not None and timestamps is not None:
+            indices = fps_indices_from_timestamps(timestamps, num_frames, fps)
+        else:
+            indices = sample_frame_indices(
+                metadata.total_num_frames, num_frames, frame_sampling, video_fps=metadata.fps, target_fps=fps
+            )
         return np.asarray(indices, dtype=np.int64)
 
     def _decode_path(self, path: str | os.PathLike, sample_indices_fn) -> tuple[np.ndarray, VideoMetadata]:
-        """Decode the sampled frames of one file with decord (`video_io`): `(T, H, W, 3)` uint8 + metadata."""
-        reader = open_video(path)
-        total_num_frames = len(reader)
-        fps = video_frame_rate(reader)
-        metadata = VideoMetadata(
-            total_num_frames=total_num_frames,
-            fps=fps,
-            duration=total_num_frames / fps if fps else None,
-            video_backend="decord",
-        )
-        if sample_indices_fn is None:
-            indices = np.arange(total_num_frames)
-        else:
+        """Decode exactly the sampled frames of one file (`video_decoders`): `(T, H, W, 3)` uint8 + metadata."""
+        path_name = os.fspath(path)
+
+        def choose(num_video_frames: int, frame_rate: float | None, timestamps: np.ndarray | None) -> list[int]:
+            if sample_indices_fn is None:
+                return list(range(num_video_frames))
+            metadata = RetrievalVideoMetadata(
+                total_num_frames=num_video_frames,
+                fps=frame_rate,
+                duration=num_video_frames / frame_rate if frame_rate else None,
+            )
+            metadata.frame_timestamps = timestamps
             try:
-                indices = sample_indices_fn(metadata=metadata)
+                return [int(i) for i in sample_indices_fn(metadata=metadata)]
             except (ValueError, TypeError) as error:
-                raise type(error)(f"{error} (video file {os.fspath(path)!r})") from error
-        frames = decode_frames(reader, indices, path)
-        metadata.frames_indices = np.asarray(indices, dtype=np.int64)
-        metadata.height, metadata.width = frames.shape[1:3]  # decord exposes no frame size before decoding
-        return frames, metadata
+                raise type(error)(f"{error} (video file {path_name!r})") from error
+
+        decoded = read_video_frames(path, choose)
+        metadata = RetrievalVideoMetadata(
+            total_num_frames=decoded.num_frames,
+            fps=decoded.frame_rate,
+            duration=decoded.num_frames / decoded.frame_rate if decoded.frame_rate else None,
+            video_backend=decoded.decode_path,
+            frames_indices=np.asarray(decoded.indices, dtype=np.int64),
+            height=decoded.frames.shape[1],
+            width=decoded.frames.shape[2],
+        )
+        metadata.frame_timestamps = decoded.timestamps
+        return decoded.frames, metadata
 
     def fetch_videos(self, video_url_or_urls: Any, sample_indices_fn=None):
-        """Decode video files with decord (not torchcodec), only the sampled frames.
+        """Decode video files frame-exactly (`video_decoders`, not torchcodec), only the sampled frames.
 
         Returns `(frames, metadata)` for one path, or `(list_of_frames, list_of_metadata)` for a list;
         frames are uint8 `(T, H, W, 3)` numpy arrays.
@@ -359,7 +416,7 @@ class BaseRetrievalVideoProcessor(BaseVideoProcessor):
         processed = []
         for frames in videos:
             frames = frames.to(dtype=torch.float32, copy=True)  # never alias the caller's tensor
-            if do_rescale:  # before the resize: T-MASS resizes float frames in [0, 1] (tmass.md §8.2)
+            if do_rescale:  # before the resize: the official T-MASS code resizes float frames in [0, 1]
                 frames.mul_(rescale_factor)  # in place on the fresh float copy
             if do_resize:
                 frames = resize_frames(frames, size, mode, antialias=bool(antialias))

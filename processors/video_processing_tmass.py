@@ -1,4 +1,4 @@
-"""T-MASS video processor: CLIP-style preprocessing of sampled frames (tmass.md §8.1-8.2).
+"""T-MASS video processor: CLIP-style preprocessing of sampled frames, as the official T-MASS code.
 
 Test-time pipeline of the official code: 12 frames, the middle frame of 12 equal segments
 ("uniform"); frames as float in [0, 1]; bicubic `Resize(224)` of the shorter side without

@@ -1,9 +1,10 @@
-"""UNIFY video processor: 4 frames at 224 with ImageNet normalisation (unify.md §8.5, decisions 13).
+"""UNIFY video processor: 4 frames at 224 with ImageNet normalisation (UNIFY paper, implementation details).
 
 Evaluation pipeline: the middle frame of 4 equal segments ("uniform", Frozen's test-time sampling),
-shorter side resized to 224, centre crop 224, ImageNet mean/std (unify.md ambiguity A3: the ViT is
-fine-tuned end to end and its lineage's data code uses ImageNet statistics). Training augmentation
-(random resized crop, flip, `rand` sampling) belongs to the training data pipeline, not here.
+shorter side resized to 224, centre crop 224, ImageNet mean/std (the paper does not state the
+statistics; the ViT is fine-tuned end to end and its lineage's data code uses ImageNet statistics).
+Training augmentation (random resized crop, flip, `rand` sampling) belongs to the training data
+pipeline, not here.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ def test_uniform_matches_official_fixture_cases():
 
 
 def test_uniform_hand_checked_cases_from_spec():
-    # tmass.md §8.1
+    # indices of the official T-MASS reader (datasets/video_capture.py)
     assert uniform_indices(300, 12) == [12, 37, 62, 87, 112, 137, 162, 187, 212, 237, 262, 287]
     assert uniform_indices(100, 12) == [3, 11, 20, 28, 36, 45, 53, 61, 70, 78, 86, 95]
     assert uniform_indices(7, 12) == [0, 1, 2, 3, 4, 5, 6, 6, 6, 6, 6, 6]
@@ -101,7 +101,7 @@ def test_rand_is_reproducible_with_a_seeded_generator_and_varies_without_one():
 
 
 def test_rand_handles_one_frame_segments_and_short_videos():
-    # the official `rand` crashes on one-frame segments (tmass.md §8.1); here each segment is its frame
+    # the official `rand` crashes on one-frame segments; here each segment is its frame
     assert rand_indices(12, 12, generator=np.random.default_rng(0)) == list(range(12))
     assert rand_indices(5, 8, generator=np.random.default_rng(0)) == [0, 1, 2, 3, 4, 4, 4, 4]
 

@@ -1,4 +1,5 @@
-"""Decoding real mp4 files with decord (`processors.load_video`) and bringing decoded frames to layout.
+"""Decoding real mp4 files (`processors.load_video`, decord's fast path for these) and bringing decoded
+frames to layout. Other containers and codecs: test_decoding_containers.py.
 
 The videos are written by the test (PyAV, H.264); frame i encodes i in its pixels, so reading the
 decoded pixels back tells exactly which frames a sampler returned.

@@ -107,3 +107,96 @@ def truncate_file(source: str | Path, destination: str | Path, keep_fraction: fl
     destination = Path(destination)
     destination.write_bytes(data[: int(len(data) * keep_fraction)])
     return destination
+
+
+# ---------------------------------------------------------------------------------------------------
+# Probe videos in real containers and codecs (lossy, long GOPs, B-frames)
+# ---------------------------------------------------------------------------------------------------
+
+# Encoder settings that keep the 16-pixel blocks of `index_frame` readable after lossy coding while
+# keeping the stream structure of real files: long GOPs, B-frames (where the codec has them).
+_ENCODER_OPTIONS = {
+    "libx264": {"crf": "12", "preset": "veryfast"},
+    "libx265": {"crf": "14", "preset": "ultrafast", "log-level": "error"},
+    "libvpx": {"crf": "4", "b": "4M", "auto-alt-ref": "1", "lag-in-frames": "16"},
+    "libvpx-vp9": {"crf": "10", "b": "0", "row-mt": "1", "cpu-used": "8"},
+    "libsvtav1": {"crf": "10", "preset": "10", "svtav1-params": "enable-tf=0:enable-overlays=0:pred-struct=1"},
+}
+# codecs without B-frames (the encoders refuse or ignore `max_b_frames`)
+_NO_B_FRAMES = {"msmpeg4", "msmpeg4v2", "wmv1", "wmv2", "h263", "h263p", "mjpeg", "libvpx", "libvpx-vp9", "libsvtav1"}
+
+
+def write_probe_video(
+    path: str | Path,
+    codec: str,
+    num_frames: int,
+    *,
+    fps: int = 25,
+    gop_size: int = 250,
+    max_b_frames: int = 2,
+    height: int = GRID_ROWS * BLOCK,
+    width: int = GRID_COLS * BLOCK,
+    container_format: str | None = None,
+    container_options: dict | None = None,
+    codec_options: dict | None = None,
+    codec_tag: str | None = None,
+    timestamps: list[float] | None = None,
+    frame_source=None,
+) -> Path:
+    """Write a lossy video whose frame `i` shows `index_frame(i)`, with PyAV.
+
+    Args:
+        codec: an encoder name PyAV knows (`libx264`, `mpeg4`, `mpeg2video`, `wmv2`, `libvpx-vp9`, ...).
+        gop_size, max_b_frames: stream structure; B-frames are turned off for codecs that have none.
+        container_format: muxer name when the file extension does not choose it (`mpegts` for `.mts`).
+        codec_options: encoder options added to the defaults (a value `None` removes a default).
+        codec_tag: FourCC written into the container (e.g. `XVID` for MPEG-4 Part 2 in AVI).
+        timestamps: presentation time in seconds of each frame, for variable-frame-rate files;
+            `None` gives the constant rate `fps`.
+        frame_source: `frame_source(i) -> (H, W, 3) uint8` instead of `index_frame` (benchmarks).
+    """
+    import fractions
+
+    import av
+
+    path = Path(path)
+    if timestamps is not None and len(timestamps) != num_frames:
+        raise ValueError(f"{len(timestamps)} timestamps for {num_frames} frames")
+    with av.open(str(path), mode="w", format=container_format, options=container_options or {}) as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+        context = stream.codec_context
+        context.gop_size = gop_size
+        if codec not in _NO_B_FRAMES:
+            context.max_b_frames = max_b_frames
+        if codec in ("mpeg4", "mpeg2video", "mpeg1video", "msmpeg4", "msmpeg4v2", "wmv1", "wmv2", "h263", "h263p", "mjpeg"):
+            if width * height <= 128 * 96:  # test probes: near-transparent quality
+                context.bit_rate = 4_000_000 * (width * height) // (64 * 48)
+                context.qmin, context.qmax = 1, 4
+            else:  # benchmark clips: a high but realistic rate
+                context.bit_rate = 20_000_000
+        if codec_tag is not None:
+            context.codec_tag = codec_tag
+        options = dict(_ENCODER_OPTIONS.get(codec, {}))
+        if codec == "libx264":
+            options["x264-params"] = f"keyint={gop_size}:min-keyint={gop_size}:scenecut=0:bframes={max_b_frames}"
+        if codec == "libx265":
+            options["x265-params"] = f"keyint={gop_size}:min-keyint={gop_size}:scenecut=0:bframes={max_b_frames}:log-level=error"
+        options.update(codec_options or {})
+        options = {key: value for key, value in options.items() if value is not None}  # None removes a default
+        stream.options = options
+        if timestamps is not None:
+            time_base = fractions.Fraction(1, 1000)
+            context.time_base = time_base
+        for index in range(num_frames):
+            pixels = frame_source(index) if frame_source is not None else index_frame(index, height, width)
+            video_frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            if timestamps is not None:
+                video_frame.pts = round(timestamps[index] * 1000)
+                video_frame.time_base = time_base
+            for packet in stream.encode(video_frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
