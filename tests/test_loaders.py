@@ -161,7 +161,8 @@ def test_didemo_tmass_csv_keeps_the_paragraph_and_finds_videos_by_file_name(tmp_
     assert Path(records[2]["video_path"]).name == "555@N02_666_ccc.mp4"
 
 
-def test_didemo_localizing_moments_json_joins_sentences_in_temporal_order(tmp_path, template_video):
+def test_didemo_localizing_moments_json_joins_sentences_in_file_order_or_time_order(tmp_path, template_video):
+    # File order is the default: CLIP4Clip's join, equal to T-MASS's published DiDeMo paragraphs.
     annotations = [
         {"annotation_id": 1, "description": "the dog jumps", "video": "v1@N_1_x.mov", "times": [[3, 3], [3, 4], [2, 3]]},
         {"annotation_id": 2, "description": "a dog appears", "video": "v1@N_1_x.mov", "times": [[0, 0], [0, 1]]},
@@ -174,7 +175,11 @@ def test_didemo_localizing_moments_json_joins_sentences_in_temporal_order(tmp_pa
 
     records = load_didemo(tmp_path / "test_data.json", tmp_path / "videos")
     assert records[0]["video_id"] == "v1@N_1_x"
-    assert records[0]["captions"] == ["a dog appears the dog jumps the dog lands"]
+    assert records[0]["captions"] == ["the dog jumps a dog appears the dog lands"]
+    by_time = load_didemo(tmp_path / "test_data.json", tmp_path / "videos", sentence_order="time")
+    assert by_time[0]["captions"] == ["a dog appears the dog jumps the dog lands"]
+    with pytest.raises(ValueError, match="sentence_order"):
+        load_didemo(tmp_path / "test_data.json", tmp_path / "videos", sentence_order="start")
 
     listed = load_didemo(tmp_path / "test_data.json", tmp_path / "videos", video_list=tmp_path / "test_list.txt")
     assert [r["video_id"] for r in listed] == ["v2@N_2_y", "v1@N_1_x"]
@@ -192,7 +197,62 @@ def test_didemo_caption_dict_json(tmp_path, template_video):
     with pytest.warns(UserWarning, match="vidB"):
         records = load_didemo(tmp_path / "didemo.json", tmp_path / "videos", on_missing="drop")
     assert records == [{"video_id": "vidA", "video_path": os.path.abspath(tmp_path / "videos" / "vidA.mp4"),
-                        "captions": ["first part second part"]}]
+                        "captions": ["second part first part"]}]
+    with pytest.warns(UserWarning, match="vidB"):
+        by_time = load_didemo(tmp_path / "didemo.json", tmp_path / "videos", on_missing="drop", sentence_order="time")
+    assert by_time[0]["captions"] == ["first part second part"]
+
+
+def test_didemo_stem_under_two_file_names_stays_two_records(tmp_path, template_video, caplog):
+    stem = "10015567@N08_3655084291_d8b58466fa"
+    annotations = [
+        {"annotation_id": 1, "description": "a man waves", "video": f"{stem}.mov", "times": [[0, 0]]},
+        {"annotation_id": 2, "description": "a bus passes", "video": f"{stem}.mp4", "times": [[1, 1]]},
+        {"annotation_id": 3, "description": "he sits down", "video": f"{stem}.mov", "times": [[2, 2]]},
+        {"annotation_id": 4, "description": "a cat", "video": "other@N_1_z.avi", "times": [[0, 1]]},
+    ]
+    (tmp_path / "val_data.json").write_text(json.dumps(annotations))
+    # The two uploads, and the third video re-encoded to mp4.
+    _place_videos(template_video, tmp_path / "videos", [f"{stem}.mov", f"{stem}.mp4", "other@N_1_z.mp4"])
+    with caplog.at_level("WARNING", logger="video_text_retrieval.data.loaders"):
+        records, report = load_didemo(tmp_path / "val_data.json", tmp_path / "videos", return_report=True)
+    assert [(r["video_id"], r["captions"]) for r in records] == [
+        (f"{stem}.mov", ["a man waves he sits down"]),
+        (f"{stem}.mp4", ["a bus passes"]),
+        ("other@N_1_z", ["a cat"]),
+    ]
+    assert Path(records[0]["video_path"]).name == f"{stem}.mov" and Path(records[1]["video_path"]).name == f"{stem}.mp4"
+    assert report == {"num_files": 3, "num_records": 3, "shared_stems": {stem: [f"{stem}.mov", f"{stem}.mp4"]},
+                      "dropped_missing": []}
+    assert stem in caplog.text and "separate records" in caplog.text
+
+    # A re-encoded copy cannot stand in for one of two uploads: only the exact file matches.
+    (tmp_path / "videos" / f"{stem}.mov").unlink()
+    with pytest.raises(FileNotFoundError, match=rf"{stem}\.mov"):
+        load_didemo(tmp_path / "val_data.json", tmp_path / "videos")
+    with pytest.warns(UserWarning, match="dropped 1"):
+        kept, report = load_didemo(tmp_path / "val_data.json", tmp_path / "videos", on_missing="drop", return_report=True)
+    assert [r["video_id"] for r in kept] == [f"{stem}.mp4", "other@N_1_z"]
+    assert report["dropped_missing"] == [f"{stem}.mov"]
+    # In a video list, the shared stem alone is ambiguous; the file name is not.
+    with pytest.raises(ValueError, match="ambiguous"):
+        load_didemo(tmp_path / "val_data.json", tmp_path / "videos", video_list=[stem])
+    assert load_didemo(tmp_path / "val_data.json", tmp_path / "videos", video_list=[f"{stem}.mp4"])[0]["captions"] == [
+        "a bus passes"]
+
+
+def test_didemo_errors_name_the_file_and_record(tmp_path, template_video):
+    _place_videos(template_video, tmp_path / "videos", ["a.mp4"])
+    (tmp_path / "bad.json").write_text(json.dumps([{"video": "a.mp4", "description": "ok", "times": [[0, 0]]},
+                                                   {"annotation_id": 7, "video": "a.mp4"}]))
+    with pytest.raises(ValueError, match=r"bad\.json: record 1 \(annotation_id 7\).*'description'"):
+        load_didemo(tmp_path / "bad.json", tmp_path / "videos")
+    (tmp_path / "times.json").write_text(json.dumps([{"video": "a.mp4", "description": "ok", "times": [[0]]}]))
+    with pytest.raises(ValueError, match=r"times\.json: record 0.*\[start, end\]"):
+        load_didemo(tmp_path / "times.json", tmp_path / "videos", sentence_order="time")
+    (tmp_path / "broken.json").write_text('[{"video": "a.mp4",\n "description": }]')
+    with pytest.raises(ValueError, match=r"broken\.json:2:\d+: invalid JSON"):
+        load_didemo(tmp_path / "broken.json", tmp_path / "videos")
 
 
 # ----------------------------------------------------------------------------------------------
