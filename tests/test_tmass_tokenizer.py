@@ -1,9 +1,10 @@
-"""The real CLIP BPE tokenizer built offline (`build_clip_tokenizer_from_bpe`), tmass.md §2.
+"""The real CLIP BPE tokenizer built offline (`build_clip_tokenizer_from_bpe`), as the official T-MASS
+code tokenizes (transformers' `CLIPTokenizer` on the OpenAI vocabulary, 77 tokens).
 
 Two groups of tests:
 
 * Fixture parity: for every T-MASS fixture folder (`tests/_shared.py:tmass_fixture_dirs()`) that holds
-  the optional `tokenizer_cases.json` (decisions 14: no test case at all for a folder without it), the
+  the optional `tokenizer_cases.json` (no test case at all for a folder without it), the
   ids of every caption alone and of the batch padded to its longest caption, truncation to 77 tokens
   with the end token kept, and the special ids and vocabulary size. The fixture's ids were written by
   transformers' `CLIPTokenizer` loaded from the OpenAI vocabulary.
@@ -86,7 +87,7 @@ def _truncated(ids: list[int], max_length: int) -> list[int]:
 
 # ---------------------------------------------------------------------------------------------------
 # Fixture parity. The tests exist only when some fixture folder holds tokenizer_cases.json: an empty
-# parametrisation would show up as a skipped case, which decisions 14 forbids for an optional file.
+# parametrisation would show up as a skipped case, which an optional fixture file must not cause.
 # ---------------------------------------------------------------------------------------------------
 
 if TOKENIZER_CASE_FILES:
