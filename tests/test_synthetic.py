@@ -358,3 +358,17 @@ def test_an_interrupted_run_is_cleaned_and_completed_by_the_next(tmp_path, monke
     assert not info.reused and info.num_videos == {"train": 3, "validation": 1, "test": 2}
     assert len(decord.VideoReader(str(tmp_path / "data" / "videos" / "validation_0000.mp4"))) == TINY["num_frames"]
     assert (tmp_path / "data" / "keep.txt").read_text() == "user"
+
+
+def test_a_set_of_the_unmarked_older_generator_is_adopted_only_when_every_file_is_its_own(tmp_path):
+    generate_synthetic_dataset(tmp_path / "old", **TINY)
+    (tmp_path / "old" / synthetic.MARKER_FILENAME).unlink()  # as the generator before the marker wrote it
+    reused = generate_synthetic_dataset(tmp_path / "old", **TINY)
+    assert reused.reused and synthetic.is_synthetic_dataset_dir(tmp_path / "old")
+
+    (tmp_path / "old" / synthetic.MARKER_FILENAME).unlink()
+    (tmp_path / "old" / "videos" / "holiday.mp4").write_bytes(b"the user's own video")
+    before = _snapshot(tmp_path / "old")
+    with pytest.raises(FileExistsError, match="not created by the generator"):
+        generate_synthetic_dataset(tmp_path / "old", overwrite=True, **TINY)
+    assert _snapshot(tmp_path / "old") == before

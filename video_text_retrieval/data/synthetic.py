@@ -45,6 +45,7 @@ import argparse
 import itertools
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -418,6 +419,37 @@ def is_synthetic_dataset_dir(output_dir: str | Path) -> bool:
     return read_marker(output_dir) is not None
 
 
+_GENERATED_VIDEO_NAME = re.compile(r"^(train|validation|test)_\d{4}\.mp4$")
+
+
+def _adopt_unmarked_set(output_dir: Path) -> dict | None:
+    """A set written by an earlier version of the generator (before the marker existed) is adopted,
+    and its marker written, only when EVERY entry of the folder is a file the generator writes
+    (`{train,validation,test}.jsonl`, `videos/<split>_NNNN.mp4`) and its `dataset_info.json` is the
+    generator's. Any other file, folder or link makes the folder the user's."""
+    info = _read_info(output_dir)
+    if not isinstance(info, dict) or not str(info.get("description", "")).startswith("Synthetic moving-shapes"):
+        return None
+    own_top = {_INFO_FILENAME, _VIDEOS_SUBDIR} | {f"{split}.jsonl" for split in SPLITS}
+    files = []
+    for entry in output_dir.iterdir():
+        if entry.is_symlink() or entry.name not in own_top:
+            return None
+        if entry.name == _VIDEOS_SUBDIR:
+            if not entry.is_dir():
+                return None
+            for video in entry.iterdir():
+                if video.is_symlink() or not video.is_file() or not _GENERATED_VIDEO_NAME.match(video.name):
+                    return None
+                files.append(f"{_VIDEOS_SUBDIR}/{video.name}")
+        elif entry.is_file():
+            files.append(entry.name)
+        else:
+            return None
+    _write_marker(output_dir, files + [MARKER_FILENAME])
+    return read_marker(output_dir)
+
+
 def _check_writable_folder(output_dir: Path) -> dict | None:
     """The marker of `output_dir` when it is the generator's own folder; None when it is missing or
     empty (free to use).
@@ -430,6 +462,9 @@ def _check_writable_folder(output_dir: Path) -> dict | None:
     if not output_dir.exists():
         return None
     marker = read_marker(output_dir)
+    if marker is not None:
+        return marker
+    marker = _adopt_unmarked_set(output_dir)
     if marker is not None:
         return marker
     entries = sorted(entry.name for entry in output_dir.iterdir())
