@@ -11,6 +11,7 @@
   allow-list, never a crawl): transformers' own ``push_to_hub`` makes one commit per object and rewrites
   README.md with a generic card each time. See ``model_folder_files`` for the list and the checks
   (no dotfiles, no link leaving the folder, no local absolute path in any uploaded text file).
+  Design notes: `docs/data.md`.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ A tokenizer and a text tower are paired by two numbers of the model's text confi
   truncate to `model_max_length` by default.
 
 `check_processor_matches_model` is called when a processor and a model are paired: by the from-scratch
-presets, by `hub.write_model_folder` before saving, and by the training script.
+presets, by `hub.write_model_folder` before saving, and by the training script (`docs/data.md`).
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ Supported layouts (the files distributed with CLIP4Clip / X-Pool / T-MASS and th
   `descriptions`). Videos: `<id>.mp4`.
 
 Action-recognition sets for zero-shot classification (HMDB51, UCF101) live in
-`video_text_retrieval.data.action_recognition` and are re-exported here.
+`video_text_retrieval.data.action_recognition` and are re-exported here. Design notes: `docs/data.md`.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ into a folder it made itself, recognised by its marker file `.video_text_retriev
 (written before anything else, listing every file the generator writes there). Any other non-empty
 folder is refused with an error naming it. Rebuilding or repairing its own set removes only the files
 its marker lists; files a user added stay untouched, and a user file where the generator would write
-is an error, never overwritten.
+is an error, never overwritten (`docs/data.md`).
 
 Command line:
 
