@@ -241,9 +241,13 @@ def test_didemo_stem_under_two_file_names_stays_two_records(tmp_path, template_v
         kept, report = load_didemo(tmp_path / "val_data.json", tmp_path / "videos", on_missing="drop", return_report=True)
     assert [r["video_id"] for r in kept] == [f"{stem}.mp4", "other@N_1_z"]
     assert report["dropped_missing"] == [f"{stem}.mov"]
-    # In a video list, the shared stem alone is ambiguous; the file name is not.
-    with pytest.raises(ValueError, match="ambiguous"):
-        load_didemo(tmp_path / "val_data.json", tmp_path / "videos", video_list=[stem])
+    # In a video list, the shared stem selects both files (two records); a file name selects one.
+    with pytest.warns(UserWarning, match="dropped 1"):
+        both = load_didemo(tmp_path / "val_data.json", tmp_path / "videos", video_list=["other@N_1_z", stem],
+                           on_missing="drop")
+    assert [r["video_id"] for r in both] == ["other@N_1_z", f"{stem}.mp4"]  # the .mov file is gone from disk
+    with pytest.raises(ValueError, match="more than once"):
+        load_didemo(tmp_path / "val_data.json", tmp_path / "videos", video_list=[stem, f"{stem}.mp4"])
     assert load_didemo(tmp_path / "val_data.json", tmp_path / "videos", video_list=[f"{stem}.mp4"])[0]["captions"] == [
         "a bus passes"]
 

@@ -336,7 +336,8 @@ def load_didemo(
         videos_dir: folder holding the videos (original file names, or their stems with a re-encoded
             extension such as `.mp4`).
         video_list: optional ids to keep, in that order (a list file such as `test_list.txt`, or a
-            sequence); an entry is a file name or a stem (a stem shared by two files is ambiguous: an error).
+            sequence); an entry is a file name or a stem (a stem shared by two files selects both, each
+            its own record).
         sentence_order: `"file"` (default) or `"time"`.
         on_missing: `"error"` or `"drop"`.
         return_report: also return a report dict: `num_files`, `num_records`, `shared_stems`
@@ -373,19 +374,17 @@ def load_didemo(
         for entry in read_id_list(video_list, "video_list"):
             if entry in files:
                 selected.append(entry)
-            elif entry in shared_stems:
-                raise AnnotationError(
-                    f"video_list entry {entry!r} is ambiguous: {annotation_file} annotates {shared_stems[entry]}; "
-                    "list the file name"
-                )
-            elif entry in files_by_stem:
-                selected.append(files_by_stem[entry][0])
+            elif entry in files_by_stem:  # a stem: every file annotated under it, each its own record
+                selected.extend(files_by_stem[entry])
             elif file_stem(entry) in files_by_stem and len(files_by_stem[file_stem(entry)]) == 1:
                 selected.append(files_by_stem[file_stem(entry)][0])  # a re-encoded name (`X.mp4` for `X.mov`)
             else:
                 unknown.append(entry)
         if unknown:
             raise AnnotationError(f"video_list names {len(unknown)} video(s) absent from {annotation_file}: {unknown[:10]}")
+        repeated = sorted({name for name in selected if selected.count(name) > 1})
+        if repeated:
+            raise AnnotationError(f"video_list names the same annotated file more than once: {repeated[:10]}")
 
     entries = []
     for file_name in selected:
