@@ -699,3 +699,16 @@ def test_empty_split_loads_as_an_empty_dataset(tmp_path):
     (tmp_path / "validation.jsonl").write_text("")
     dataset = load_retrieval_dataset(tmp_path / "validation.jsonl")
     assert dataset.num_rows == 0 and set(dataset.column_names) == {"video_id", "video_path", "captions"}
+
+
+def test_write_jsonl_checks_every_record_before_touching_the_file(tmp_path):
+    path = tmp_path / "test.jsonl"
+    good = [{"video_id": "a", "video_path": "a.mp4", "captions": ["one"]}]
+    write_jsonl(good, path)
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match=r"records\[1\]"):
+        write_jsonl(good + [{"video_id": "b", "video_path": "b.mp4"}], path)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["test.jsonl"]
+    (tmp_path / "broken.jsonl").write_text('{"video_id": "a", "video_path": "a.mp4", "captions": ["x"]}\n{"video_id": \n')
+    with pytest.raises(ValueError, match=r"broken\.jsonl:2: invalid JSON"):
+        read_jsonl(tmp_path / "broken.jsonl")

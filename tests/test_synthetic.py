@@ -372,3 +372,35 @@ def test_a_set_of_the_unmarked_older_generator_is_adopted_only_when_every_file_i
     with pytest.raises(FileExistsError, match="not created by the generator"):
         generate_synthetic_dataset(tmp_path / "old", overwrite=True, **TINY)
     assert _snapshot(tmp_path / "old") == before
+
+
+def test_a_run_killed_by_sigkill_leaves_a_folder_the_next_run_completes(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data_dir = tmp_path / "killed"
+    params = dict(TINY, num_train_videos=150)
+    code = (
+        "import sys; from video_text_retrieval.data.synthetic import generate_synthetic_dataset as g; "
+        f"g(sys.argv[1], **{params!r})"
+    )
+    process = subprocess.Popen([sys.executable, "-c", code, str(data_dir)], env=dict(os.environ))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if len(list(data_dir.glob("videos/*.mp4"))) >= 3:  # killed mid-way through the videos
+            break
+        time.sleep(0.01)
+    assert process.poll() is None, "the generator finished before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    assert synthetic.is_synthetic_dataset_dir(data_dir) and not (data_dir / "dataset_info.json").exists()
+
+    (data_dir / "my_notes.txt").write_text("added after the crash")
+    info = generate_synthetic_dataset(data_dir, **params)
+    assert not info.reused and info.num_videos["train"] == 150
+    assert len(list((data_dir / "videos").glob("*.mp4"))) == 150 + TINY["num_val_videos"] + TINY["num_test_videos"]
+    assert (data_dir / "my_notes.txt").read_text() == "added after the crash"
+    assert generate_synthetic_dataset(data_dir, **params).reused
