@@ -480,6 +480,11 @@ def push_folder_to_hub(
     those exact bytes, so what was checked is what is sent; a hit refuses the whole upload, naming the
     file and line. Weights are uploaded from their (checked, inside-the-folder) path.
 
+    Why `create_commit` with explicit operations rather than `HfApi.upload_folder(allow_patterns=...)`:
+    `upload_folder` reads the files again after any check made here and follows symbolic links
+    wherever they point, so neither "what was scanned is what is sent" nor "no link leaves the folder"
+    would hold; the explicit operations make both true by construction, in the same single commit.
+
     Returns:
         The ``CommitInfo`` of ``HfApi.create_commit``.
 
