@@ -41,8 +41,6 @@ from pathlib import Path
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import BertTokenizerFast, CLIPTokenizer, PreTrainedTokenizerFast
 
-from processors.processing_base import clean_caption_text
-
 __all__ = [
     "BERT_SPECIAL_TOKENS",
     "CLIP_BOS_TOKEN",
@@ -65,6 +63,14 @@ CLIP_EOS_TOKEN = "<|endoftext|>"
 CLIP_UNK_TOKEN = "<|unk|>"
 CLIP_MAX_LENGTH = 77
 MODEL_INPUT_NAMES = ["input_ids", "attention_mask"]
+
+
+def clean_caption_text(text: str, text_cleaning: str | None = "ftfy") -> str:
+    """The processors' caption cleaning (`processors.processing_base.clean_caption_text`), for using a
+    tokenizer without its processor; imported on use, since the processors module loads the video stack."""
+    from processors.processing_base import clean_caption_text as clean
+
+    return clean(text, text_cleaning)
 
 
 def _check_captions(captions: Iterable[str]) -> list[str]:
