@@ -1,15 +1,25 @@
 """Shared processor (video processor + tokenizer) of the T-MASS and UNIFY processors.
 
 `processor(text=[...], videos=[...], return_tensors="pt")` returns exactly `input_ids`,
-`attention_mask` (captions padded to the longest, truncated to the tokenizer's maximum length) and
-`pixel_values_videos` float32 `(batch, num_frames, 3, H, W)`; `token_type_ids` is never returned
-(decisions 5). Text-only and video-only calls return only their own keys.
+`attention_mask` (captions padded to the longest, truncated to the tokenizer's `model_max_length`,
+which `video_text_retrieval.pairing.check_processor_matches_model` keeps within the model's position
+table) and `pixel_values_videos` float32 `(batch, num_frames, 3, H, W)`; `token_type_ids` is never
+returned (one input layout for both models). Text-only and video-only calls return only their own keys.
+
+Text cleaning (`text_cleaning`): the official T-MASS code tokenizes with transformers' slow Python
+`CLIPTokenizer`, which repairs every caption with `ftfy.fix_text` (mojibake, curly quotes, HTML
+entities, ligatures, full-width characters) and collapses whitespace before its byte-level BPE. A
+tokenizers-backed tokenizer cannot run ftfy, so the processor does it: `"ftfy"` reproduces that
+cleaning, `"ftfy_html"` additionally unescapes HTML twice as OpenAI's and open_clip's
+`SimpleTokenizer` do, `None` passes captions unchanged.
 
 Only third-party and flat sibling imports, so the file can be copied into a Hub model folder.
 """
 
 # No `from __future__ import annotations`: transformers reads the kwargs TypedDicts' annotations at run time.
 
+import html
+import re
 from typing import Any
 
 from transformers.image_processing_utils import BatchFeature
@@ -39,6 +49,33 @@ def _check_captions(text: Any) -> list[str]:
     return list(text)
 
 
+TEXT_CLEANINGS = (None, "ftfy", "ftfy_html")
+_WHITESPACE = re.compile(r"\s+")
+
+
+def clean_caption_text(text: str, text_cleaning: str | None) -> str:
+    """One caption cleaned as the reference CLIP tokenizers clean it before BPE.
+
+    `"ftfy"`: `ftfy.fix_text`, then runs of whitespace collapsed to one space and the ends stripped
+    (transformers' slow `CLIPTokenizer`, used by the official T-MASS code). `"ftfy_html"`: the same with
+    `html.unescape` applied twice after ftfy (OpenAI CLIP's `SimpleTokenizer`). `None`: unchanged.
+    Lower-casing is left to the tokenizer's normalizer.
+    """
+    if text_cleaning is None:
+        return text
+    try:
+        import ftfy
+    except ImportError as error:  # a copied Hub folder used without the project's dependencies
+        raise ImportError(
+            f"text_cleaning={text_cleaning!r} needs the `ftfy` package (pip install ftfy), as the reference CLIP "
+            "tokenizer does; or build the processor with text_cleaning=None"
+        ) from error
+    text = ftfy.fix_text(text)
+    if text_cleaning == "ftfy_html":
+        text = html.unescape(html.unescape(text))
+    return _WHITESPACE.sub(" ", text).strip()
+
+
 class BaseVideoTextProcessor(ProcessorMixin):
     r"""
     A video processor and a tokenizer in one object (transformers `ProcessorMixin`).
@@ -47,6 +84,8 @@ class BaseVideoTextProcessor(ProcessorMixin):
         video_processor: a video processor; `None` builds the subclass's default
             (`default_video_processor_class()`).
         tokenizer: any `PreTrainedTokenizerBase` (e.g. CLIP's BPE tokenizer or one built from captions).
+        text_cleaning: `None`, `"ftfy"` or `"ftfy_html"` (see the module docstring); saved in
+            `processor_config.json`.
 
     Saving writes `processor_config.json` (with the video-processor settings nested in it) and the
     tokenizer files. `from_pretrained` rebuilds the video processor with the subclass's own class, so
@@ -59,11 +98,14 @@ class BaseVideoTextProcessor(ProcessorMixin):
     # Defaults of the tokenizer call (lowest priority: anything passed per call wins).
     text_kwargs = {"padding": "longest", "truncation": True, "return_token_type_ids": False}
 
-    def __init__(self, video_processor=None, tokenizer=None, **kwargs):
+    def __init__(self, video_processor=None, tokenizer=None, text_cleaning=None, **kwargs):
         if video_processor is None and self.default_video_processor_class is not None:
             video_processor = self.default_video_processor_class()
         if tokenizer is None:
             raise ValueError(f"{type(self).__name__} needs a `tokenizer` (a PreTrainedTokenizerBase)")
+        if text_cleaning not in TEXT_CLEANINGS:
+            raise ValueError(f"text_cleaning must be one of {TEXT_CLEANINGS}, got {text_cleaning!r}")
+        self.text_cleaning = text_cleaning
         super().__init__(video_processor, tokenizer, **kwargs)
 
     def __call__(
@@ -91,7 +133,7 @@ class BaseVideoTextProcessor(ProcessorMixin):
         )
         data: dict[str, Any] = {}
         if text is not None:
-            captions = _check_captions(text)
+            captions = [clean_caption_text(caption, self.text_cleaning) for caption in _check_captions(text)]
             text_inputs = self.tokenizer(captions, **output_kwargs["text_kwargs"])
             data["input_ids"] = text_inputs["input_ids"]
             data["attention_mask"] = text_inputs["attention_mask"]

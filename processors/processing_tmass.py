@@ -13,12 +13,16 @@ class TMassProcessor(BaseVideoTextProcessor):
 
     `processor(text=[...], videos=[...], return_tensors="pt")` returns `input_ids`, `attention_mask`
     `(num_captions, seq_len)` and `pixel_values_videos` float32 `(num_videos, 12, 3, 224, 224)`.
+
+    Captions are cleaned with `ftfy.fix_text` by default (`text_cleaning="ftfy"`), as the slow
+    `CLIPTokenizer` of the official code cleans them, so ids equal the official ones also on curly
+    quotes, HTML entities and mojibake.
     """
 
     default_video_processor_class = TMassVideoProcessor
 
-    def __init__(self, video_processor=None, tokenizer=None, **kwargs):
-        super().__init__(video_processor, tokenizer, **kwargs)
+    def __init__(self, video_processor=None, tokenizer=None, text_cleaning="ftfy", **kwargs):
+        super().__init__(video_processor, tokenizer, text_cleaning=text_cleaning, **kwargs)
 
 
 __all__ = ["TMassProcessor"]

@@ -13,13 +13,14 @@ class UnifyProcessor(BaseVideoTextProcessor):
 
     `processor(text=[...], videos=[...], return_tensors="pt")` returns `input_ids`, `attention_mask`
     `(num_captions, seq_len)` and `pixel_values_videos` float32 `(num_videos, 4, 3, 224, 224)`;
-    BERT's `token_type_ids` is dropped.
+    BERT's `token_type_ids` is dropped. Captions reach the tokenizer unchanged by default
+    (`text_cleaning=None`): BERT's own normalizer cleans them.
     """
 
     default_video_processor_class = UnifyVideoProcessor
 
-    def __init__(self, video_processor=None, tokenizer=None, **kwargs):
-        super().__init__(video_processor, tokenizer, **kwargs)
+    def __init__(self, video_processor=None, tokenizer=None, text_cleaning=None, **kwargs):
+        super().__init__(video_processor, tokenizer, text_cleaning=text_cleaning, **kwargs)
 
 
 __all__ = ["UnifyProcessor"]

@@ -80,7 +80,8 @@ def videos(tmp_path_factory):
 
 
 def official_tmass_transform(frames: np.ndarray, antialias: bool = False) -> torch.Tensor:
-    """tmass.md §8.2 with torchvision, as the official code: float clip in [0, 1] -> (F, 3, 224, 224)."""
+    """The official T-MASS preprocessing with torchvision (resize, centre crop, CLIP normalisation):
+    float clip in [0, 1] -> (F, 3, 224, 224)."""
     clip = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
     pipeline = transforms.Compose(
         [

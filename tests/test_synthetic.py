@@ -257,3 +257,150 @@ def test_command_line_writes_the_set(tmp_path, capsys):
     assert info.num_videos == {"train": 4, "validation": 2, "test": 3}
     assert (tmp_path / "test.jsonl").is_file()
     assert "written" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------------------------
+# Data folders are never clobbered
+# ----------------------------------------------------------------------------------------------
+
+TINY = dict(num_train_videos=3, num_val_videos=1, num_test_videos=2, num_frames=4, frame_size=32, fps=4, seed=0)
+
+
+def _snapshot(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _user_data_folder(folder: Path) -> dict:
+    """A folder of the user's own annotations and videos, named like the generator's files."""
+    (folder / "videos").mkdir(parents=True)
+    (folder / "train.jsonl").write_text('{"video_id": "mine", "video_path": "videos/mine.avi", "captions": ["my caption"]}\n')
+    (folder / "test.jsonl").write_text('{"video_id": "x", "video_path": "videos/train_0000.mp4", "captions": ["x"]}\n')
+    (folder / "videos" / "mine.avi").write_bytes(b"\x00user video bytes\xff")
+    (folder / "videos" / "train_0000.mp4").write_bytes(b"a user file with a generator-like name")
+    (folder / "notes.txt").write_text("do not delete")
+    return _snapshot(folder)
+
+
+def test_refuses_a_non_empty_folder_it_did_not_create_and_leaves_it_byte_identical(tmp_path):
+    data_dir = tmp_path / "my_data"
+    before = _user_data_folder(data_dir)
+    for overwrite in (False, True):
+        with pytest.raises(FileExistsError, match=rf"{data_dir}.*not empty.*not created by the generator"):
+            generate_synthetic_dataset(data_dir, overwrite=overwrite, **TINY)
+        assert _snapshot(data_dir) == before
+    assert not synthetic.is_synthetic_dataset_dir(data_dir)
+    # Even a folder holding only a foreign dataset_info.json is not the generator's.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "dataset_info.json").write_text("{}")
+    with pytest.raises(FileExistsError, match="not empty"):
+        generate_synthetic_dataset(other, **TINY)
+    assert (other / "dataset_info.json").read_text() == "{}"
+    # A file where the folder should be.
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(FileExistsError, match="not a folder"):
+        generate_synthetic_dataset(tmp_path / "a_file", **TINY)
+
+
+def test_writes_into_missing_or_empty_folders_and_marks_them(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    info = generate_synthetic_dataset(empty, **TINY)
+    marker = json.loads((empty / synthetic.MARKER_FILENAME).read_text())
+    written = {p.relative_to(empty).as_posix() for p in empty.rglob("*") if p.is_file()}
+    assert written - {synthetic.MARKER_FILENAME} <= set(marker["files"])
+    assert {"train.jsonl", "test.jsonl", "dataset_info.json", "videos/train_0000.mp4"} <= written
+    assert synthetic.is_synthetic_dataset_dir(empty) and info.num_videos["test"] == 2
+    generate_synthetic_dataset(tmp_path / "new" / "nested", **TINY)
+    assert synthetic.is_synthetic_dataset_dir(tmp_path / "new" / "nested")
+
+
+def test_rebuilding_its_own_folder_removes_only_its_own_files(tmp_path):
+    generate_synthetic_dataset(tmp_path, **TINY)
+    (tmp_path / "my_notes.txt").write_text("mine")
+    (tmp_path / "videos" / "my_clip.avi").write_bytes(b"user clip")
+    user_files = {"my_notes.txt": b"mine", "videos/my_clip.avi": b"user clip"}
+
+    rebuilt = generate_synthetic_dataset(tmp_path, overwrite=True, **dict(TINY, seed=1, num_train_videos=2))
+    assert not rebuilt.reused and not (tmp_path / "videos" / "train_0002.mp4").exists()  # its own stale video went
+    snapshot = _snapshot(tmp_path)
+    assert {name: snapshot[name] for name in user_files} == user_files
+
+    # A user file exactly where the generator writes: an error, the file survives.
+    (tmp_path / "videos" / "train_0005.mp4").write_bytes(b"not the generator's")
+    with pytest.raises(FileExistsError, match=r"did not write: \['videos/train_0005.mp4'\]"):
+        generate_synthetic_dataset(tmp_path, overwrite=True, **dict(TINY, num_train_videos=6))
+    assert (tmp_path / "videos" / "train_0005.mp4").read_bytes() == b"not the generator's"
+    assert (tmp_path / "my_notes.txt").read_text() == "mine"
+
+
+def test_an_interrupted_run_is_cleaned_and_completed_by_the_next(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    real_write_mp4 = synthetic.write_mp4
+    calls = []
+
+    def failing_write_mp4(path, frames, fps):  # the disk "fills up" at the fourth video
+        calls.append(path)
+        if len(calls) == 4:
+            Path(path).write_bytes(b"half a video")
+            raise OSError(28, "No space left on device")
+        real_write_mp4(path, frames, fps)
+
+    monkeypatch.setattr(synthetic, "write_mp4", failing_write_mp4)
+    with pytest.raises(OSError, match="No space left"):
+        generate_synthetic_dataset(tmp_path / "data", **TINY)
+    assert synthetic.is_synthetic_dataset_dir(tmp_path / "data")  # the marker was written first
+    assert not (tmp_path / "data" / "dataset_info.json").exists()  # never marked complete
+    (tmp_path / "data" / "keep.txt").write_text("user")
+
+    monkeypatch.setattr(synthetic, "write_mp4", real_write_mp4)
+    info = generate_synthetic_dataset(tmp_path / "data", **TINY)
+    assert not info.reused and info.num_videos == {"train": 3, "validation": 1, "test": 2}
+    assert len(decord.VideoReader(str(tmp_path / "data" / "videos" / "validation_0000.mp4"))) == TINY["num_frames"]
+    assert (tmp_path / "data" / "keep.txt").read_text() == "user"
+
+
+def test_a_set_of_the_unmarked_older_generator_is_adopted_only_when_every_file_is_its_own(tmp_path):
+    generate_synthetic_dataset(tmp_path / "old", **TINY)
+    (tmp_path / "old" / synthetic.MARKER_FILENAME).unlink()  # as the generator before the marker wrote it
+    reused = generate_synthetic_dataset(tmp_path / "old", **TINY)
+    assert reused.reused and synthetic.is_synthetic_dataset_dir(tmp_path / "old")
+
+    (tmp_path / "old" / synthetic.MARKER_FILENAME).unlink()
+    (tmp_path / "old" / "videos" / "holiday.mp4").write_bytes(b"the user's own video")
+    before = _snapshot(tmp_path / "old")
+    with pytest.raises(FileExistsError, match="not created by the generator"):
+        generate_synthetic_dataset(tmp_path / "old", overwrite=True, **TINY)
+    assert _snapshot(tmp_path / "old") == before
+
+
+def test_a_run_killed_by_sigkill_leaves_a_folder_the_next_run_completes(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data_dir = tmp_path / "killed"
+    params = dict(TINY, num_train_videos=150)
+    code = (
+        "import sys; from video_text_retrieval.data.synthetic import generate_synthetic_dataset as g; "
+        f"g(sys.argv[1], **{params!r})"
+    )
+    process = subprocess.Popen([sys.executable, "-c", code, str(data_dir)], env=dict(os.environ))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if len(list(data_dir.glob("videos/*.mp4"))) >= 3:  # killed mid-way through the videos
+            break
+        time.sleep(0.01)
+    assert process.poll() is None, "the generator finished before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    assert synthetic.is_synthetic_dataset_dir(data_dir) and not (data_dir / "dataset_info.json").exists()
+
+    (data_dir / "my_notes.txt").write_text("added after the crash")
+    info = generate_synthetic_dataset(data_dir, **params)
+    assert not info.reused and info.num_videos["train"] == 150
+    assert len(list((data_dir / "videos").glob("*.mp4"))) == 150 + TINY["num_val_videos"] + TINY["num_test_videos"]
+    assert (data_dir / "my_notes.txt").read_text() == "added after the crash"
+    assert generate_synthetic_dataset(data_dir, **params).reused

@@ -1,9 +1,10 @@
-"""The real CLIP BPE tokenizer built offline (`build_clip_tokenizer_from_bpe`), tmass.md §2.
+"""The real CLIP BPE tokenizer built offline (`build_clip_tokenizer_from_bpe`), as the official T-MASS
+code tokenizes (transformers' `CLIPTokenizer` on the OpenAI vocabulary, 77 tokens).
 
 Two groups of tests:
 
 * Fixture parity: for every T-MASS fixture folder (`tests/_shared.py:tmass_fixture_dirs()`) that holds
-  the optional `tokenizer_cases.json` (decisions 14: no test case at all for a folder without it), the
+  the optional `tokenizer_cases.json` (no test case at all for a folder without it), the
   ids of every caption alone and of the batch padded to its longest caption, truncation to 77 tokens
   with the end token kept, and the special ids and vocabulary size. The fixture's ids were written by
   transformers' `CLIPTokenizer` loaded from the OpenAI vocabulary.
@@ -86,7 +87,7 @@ def _truncated(ids: list[int], max_length: int) -> list[int]:
 
 # ---------------------------------------------------------------------------------------------------
 # Fixture parity. The tests exist only when some fixture folder holds tokenizer_cases.json: an empty
-# parametrisation would show up as a skipped case, which decisions 14 forbids for an optional file.
+# parametrisation would show up as a skipped case, which an optional fixture file must not cause.
 # ---------------------------------------------------------------------------------------------------
 
 if TOKENIZER_CASE_FILES:
@@ -241,3 +242,75 @@ def test_errors_name_the_problem(tmp_path, monkeypatch):
     )
     with pytest.raises(ImportError, match="open_clip_torch"):
         build_clip_tokenizer_from_bpe()
+
+
+# ---------------------------------------------------------------------------------------------------
+# ftfy cleaning: the official (slow, Python) CLIPTokenizer repairs text with ftfy.fix_text before BPE.
+# ---------------------------------------------------------------------------------------------------
+
+# Captions as real data sets write them (LSMDC uses curly quotes; web captions carry HTML entities
+# and mojibake).
+FTFY_CAPTIONS = [
+    "SOMEONE\u2019s car pulls up outside the house.",
+    "\u201cHello,\u201d she says, and he\u2019ll smile.",
+    "He looks at her &amp; smiles.",
+    "Tom &amp;amp; Jerry chase each other",
+    "a caf\u00c3\u00a9 with a \ufb01ne view",
+    "ＦＵＬＬ width text\u00a0and\u2003odd   spaces",
+    "x < y &amp; z on a whiteboard",
+]
+
+
+def _slow_clip_reference_ids(open_clip_tokenizer, caption: str, html_twice: bool) -> list[int]:
+    """What the official tokenizers compute, from open_clip's BPE tables: transformers' slow
+    `CLIPTokenizer._tokenize` (ftfy.fix_text, whitespace collapse, lower) or, with `html_twice`,
+    OpenAI's `SimpleTokenizer` (ftfy, then html.unescape twice)."""
+    import html
+    import re
+
+    import ftfy
+    import regex
+
+    text = ftfy.fix_text(caption)
+    if html_twice:
+        text = html.unescape(html.unescape(text))
+    text = re.sub(r"\s+", " ", text).strip().lower()
+    ids = [open_clip_tokenizer.sot_token_id]
+    for token in regex.findall(open_clip_tokenizer.pat, text):
+        token = "".join(open_clip_tokenizer.byte_encoder[b] for b in token.encode("utf-8"))
+        ids += [open_clip_tokenizer.encoder[piece] for piece in open_clip_tokenizer.bpe(token).split(" ")]
+    return ids + [open_clip_tokenizer.eot_token_id]
+
+
+def test_processor_cleans_with_ftfy_like_the_official_tokenizer(clip_tokenizer, open_clip_tokenizer):
+    processor = TMassProcessor(video_processor=None, tokenizer=clip_tokenizer)
+    assert processor.text_cleaning == "ftfy"
+    raw_differs = 0
+    for caption in FTFY_CAPTIONS:
+        expected = _slow_clip_reference_ids(open_clip_tokenizer, caption, html_twice=False)
+        assert processor(text=caption)["input_ids"][0] == expected, caption
+        raw_differs += clip_tokenizer(caption)["input_ids"] != expected
+    assert raw_differs >= 5  # without the cleaning, most of these captions tokenize differently
+
+    openai = TMassProcessor(video_processor=None, tokenizer=clip_tokenizer, text_cleaning="ftfy_html")
+    for caption in FTFY_CAPTIONS:
+        expected = _slow_clip_reference_ids(open_clip_tokenizer, caption, html_twice=True)
+        assert openai(text=caption)["input_ids"][0] == expected, caption
+        # open_clip's own tokenizer is the OpenAI one.
+        assert expected[1:-1] == open_clip_tokenizer.encode(caption), caption
+    # The two references differ where ftfy keeps an entity (the text holds a literal '<').
+    assert processor(text=FTFY_CAPTIONS[-1])["input_ids"] != openai(text=FTFY_CAPTIONS[-1])["input_ids"]
+
+    none = TMassProcessor(video_processor=None, tokenizer=clip_tokenizer, text_cleaning=None)
+    assert none(text=FTFY_CAPTIONS[0])["input_ids"][0] == clip_tokenizer(FTFY_CAPTIONS[0])["input_ids"]
+    with pytest.raises(ValueError, match="text_cleaning"):
+        TMassProcessor(video_processor=None, tokenizer=clip_tokenizer, text_cleaning="nfkc")
+
+
+def test_text_cleaning_survives_save_and_load(clip_tokenizer, tmp_path):
+    TMassProcessor(video_processor=None, tokenizer=clip_tokenizer, text_cleaning="ftfy_html").save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "processor_config.json").read_text())["text_cleaning"] == "ftfy_html"
+    reloaded = TMassProcessor.from_pretrained(tmp_path)
+    assert reloaded.text_cleaning == "ftfy_html"
+    assert reloaded(text=FTFY_CAPTIONS[-1])["input_ids"] == TMassProcessor(
+        video_processor=None, tokenizer=clip_tokenizer, text_cleaning="ftfy_html")(text=FTFY_CAPTIONS[-1])["input_ids"]

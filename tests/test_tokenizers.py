@@ -126,3 +126,19 @@ def test_bad_caption_lists_raise(builder):
         builder([])
     with pytest.raises(TypeError, match=r"captions\[1\]"):
         builder(["a red square", 3])
+
+
+def test_clip_vocabulary_covers_raw_and_ftfy_cleaned_captions():
+    from processors import TMassProcessor
+    from video_text_retrieval.data.tokenizers import clean_caption_text
+
+    captions = ["SOMEONE\u2019s car pulls up", "Tom &amp; Jerry run", "a caf\u00c3\u00a9 scene"]
+    tokenizer = build_clip_tokenizer(captions)
+    cleaned = [clean_caption_text(c) for c in captions]
+    assert cleaned == ["SOMEONE's car pulls up", "Tom & Jerry run", "a caf\u00e9 scene"]
+    assert words_without_single_token(tokenizer, captions) == []
+    assert words_without_single_token(tokenizer, cleaned) == []
+    ids = TMassProcessor(video_processor=None, tokenizer=tokenizer)(text=captions)["input_ids"]
+    assert all(tokenizer.unk_token_id not in row for row in ids)
+    single = TMassProcessor(video_processor=None, tokenizer=tokenizer)(text=captions[1])["input_ids"][0]
+    assert tokenizer.convert_ids_to_tokens(single)[1:-1] == ["tom", "&", "jerry", "run"]

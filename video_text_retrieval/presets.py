@@ -3,6 +3,10 @@ and a processor sized for the embedded synthetic data set (96 px clips).
 
 No pretrained weights can be downloaded here, so the demo trains these from random initialisation;
 with real weights use `TMassModel.from_clip(...)` or `UnifyModel.from_text_and_vision_pretrained(...)`.
+
+The tokenizer's `model_max_length` is the text tower's `max_position_embeddings` (32 in the tiny
+presets), so a caption longer than the position table is truncated, never a crash; the pair is then
+checked with `video_text_retrieval.pairing.check_processor_matches_model`.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from modeling_unify import UnifyConfig, UnifyModel
 from processors import TMassProcessor, TMassVideoProcessor, UnifyProcessor, UnifyVideoProcessor
 
 from .data.tokenizers import build_bert_tokenizer, build_clip_tokenizer
+from .pairing import check_processor_matches_model
 
 __all__ = ["PRESETS", "build_from_scratch"]
 
@@ -78,17 +83,23 @@ def build_from_scratch(kind: str, preset: str, captions: Sequence[str], *, num_f
     size = spec["image_size"]
     config_fields = _merge(spec["config"], overrides)
     if kind == "tmass":
-        tokenizer = build_clip_tokenizer(captions)
         text = config_fields["clip_config"]["text_config"]
+        tokenizer = build_clip_tokenizer(captions, model_max_length=text.get("max_position_embeddings", 77))
         text.update(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
         model = TMassModel(TMassConfig(num_frames=num_frames, **config_fields))
         video_processor = TMassVideoProcessor(num_frames=num_frames, size={"shortest_edge": size}, crop_size={"height": size, "width": size})
-        return model, TMassProcessor(video_processor=video_processor, tokenizer=tokenizer)
+        processor = TMassProcessor(video_processor=video_processor, tokenizer=tokenizer)
+        check_processor_matches_model(processor, model, on_too_long="error")
+        return model, processor
     if kind == "unify":
-        tokenizer = build_bert_tokenizer(captions)
+        tokenizer = build_bert_tokenizer(
+            captions, model_max_length=config_fields["text_config"].get("max_position_embeddings", 512)
+        )
         config_fields["text_config"].update(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
         config_fields["vision_config"].update(num_frames=num_frames)
         model = UnifyModel(UnifyConfig(**config_fields))
         video_processor = UnifyVideoProcessor(num_frames=num_frames, size={"shortest_edge": size}, crop_size={"height": size, "width": size})
-        return model, UnifyProcessor(video_processor=video_processor, tokenizer=tokenizer)
+        processor = UnifyProcessor(video_processor=video_processor, tokenizer=tokenizer)
+        check_processor_matches_model(processor, model, on_too_long="error")
+        return model, processor
     raise ValueError(f"`kind` must be 'tmass' or 'unify', got {kind!r}")

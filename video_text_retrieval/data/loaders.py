@@ -6,172 +6,182 @@ Common schema: one record per video,
 
 Path rule:
 
-* The loaders (`load_msrvtt`, `load_didemo`, `load_msvd`, `load_lsmdc`) return records whose
-  `video_path` is the ABSOLUTE path of a video file they found on disk.
+* The loaders (`load_msrvtt`, `load_didemo`, `load_msvd`, `load_lsmdc`, `load_vatex`,
+  `load_charades`) return records whose `video_path` is the ABSOLUTE path of a video file they found
+  on disk. They only read: nothing is written into the data folders.
 * `write_jsonl(records, path)` writes `video_path` RELATIVE to the folder of the jsonl file (POSIX
   separators); a `video_path` that is already relative is taken as relative to that folder and written
   unchanged (the synthetic generator's records).
 * `load_retrieval_dataset(path)` reads such a jsonl with `datasets.load_dataset("json", ...)` and, by
   default, turns `video_path` back into an absolute path (joined with the jsonl folder).
 
-Missing videos (decisions 19): every loader checks that each video file exists. By default a missing
-video raises `FileNotFoundError` naming its id(s); with `on_missing="drop"` the missing videos are
-dropped with ONE `UserWarning` that lists their ids.
+Missing videos: every loader checks that each video file exists. By default a missing video raises
+`FileNotFoundError` naming its id(s); with `on_missing="drop"` the missing videos are dropped with ONE
+`UserWarning` that lists their ids.
+
+Every annotation error names the file and the line (text/CSV) or record (JSON); a UTF-8 byte-order
+mark or CRLF line endings never change an id (see `annotation_io`).
 
 Supported layouts (the files distributed with CLIP4Clip / X-Pool / T-MASS and the original releases):
 
-* MSR-VTT (1k-A): `MSRVTT_data.json` (`sentences: [{video_id, caption}]`) with a train CSV
+* MSR-VTT (1k-A): `MSRVTT_data.json` (`{"videos": [...], "sentences": [{video_id, caption, sen_id}]}`,
+  also the layout of the original `train_val_videodatainfo.json`) with a train CSV
   `MSRVTT_train.9k.csv` / `MSRVTT_train.7k.csv` (column `video_id`): every caption of every listed
   video; or the test CSV `MSRVTT_JSFUSION_test.csv` (`key, vid_key, video_id, sentence`): one caption
   per video. Videos: `<video_id>.mp4`.
-* DiDeMo (paragraph mode: a video's sentences joined in temporal order into ONE caption): the T-MASS
+* DiDeMo (paragraph mode: a video's sentences joined into ONE caption): the T-MASS
   `didemo_{train,val,test}_label.csv` (`success, video_path, starts, ends, text, formatted_data`,
   `text` already the paragraph, `video_path` an absolute path of the authors: only its file name is
   used); the original LocalizingMoments `{train,val,test}_data.json` (a list of
-  `{video, description, times}`, sentences ordered by mean start then mean end segment); or an object
-  `{video_id: {"text": [...], "start": [...]}}` (ordered by `start`). Videos: the annotation's file
-  name, else its stem with `.mp4`, `.mkv`, `.webm`, `.avi`, `.mov` or `.m4v` (re-encoded copies).
-  `video_id` is the file name without extension.
+  `{video, description, times, ...}`); or an object `{video: {"text": [...], "start": [...]}}`.
+  One record per annotated FILE (see `load_didemo` for stems shared by two files).
 * MSVD (all captions of a video kept, for the multi-caption protocol): `raw-captions.pkl`
-  (`{video_id: [[token, ...], ...]}`) or a text file of `video_id caption` lines (`#` comments
-  skipped), optionally restricted to `train_list.txt` / `val_list.txt` / `test_list.txt`. Videos:
-  `<video_id>.avi` (or `.mp4`, `.mkv`, `.webm`).
+  (`{video_id: [[token, ...], ...]}`, often a pickled `defaultdict`), X-Pool / T-MASS's
+  `captions_msvd.json` (`{video_id: [caption, ...]}`), the original `MSR Video Description Corpus.csv`
+  (English rows), or a text file of `video_id caption` lines; optionally restricted to
+  `train_list.txt` / `val_list.txt` / `test_list.txt`. Videos: `<video_id>.avi` (or `.mp4`, ...).
 * LSMDC: the tab-separated, header-less `LSMDC16_annos_{training,val,test}.csv` or
   `LSMDC16_challenge_1000_publictect.csv` (`clip_id, start_aligned, end_aligned, start_extracted,
   end_extracted, sentence`); a clip named twice keeps both sentences. Videos: `<movie>/<clip_id>.avi`
   (the official release's movie folders; `movie` is `clip_id` up to its last `_`), else the flat
   `<clip_id>.avi`; `.mp4` accepted too.
+* VATEX: the official `vatex_training_v1.0.json` / `vatex_validation_v1.0.json` /
+  `vatex_public_test_english_v1.1.json` (a list of `{videoID, enCap: [10 English captions], chCap}`),
+  or a `{video_id: [caption, ...]}` object such as `ref_captions.json`; optional id list. Videos:
+  `<videoID>.mp4` (or another common extension).
+* Charades: Charades-STA `charades_sta_{train,test}.txt` (`<id> <start> <end>##<sentence>` lines, all
+  sentences of a video kept), or the original `Charades_v1_{train,test}.csv` (`id`, `script`,
+  `descriptions`). Videos: `<id>.mp4`.
 
-Pickles: MSVD's `raw-captions.pkl` is read with a restricted unpickler that only accepts plain
-containers and strings (`dict`, `list`, `tuple`, `set`, `str`, numbers, `collections.OrderedDict`)
-and refuses every other class, so a crafted pickle cannot run code.
+Action-recognition sets for zero-shot classification (HMDB51, UCF101) live in
+`video_text_retrieval.data.action_recognition` and are re-exported here. Design notes: `docs/data.md`.
 """
 
 from __future__ import annotations
 
-import csv
 import json
+import logging
 import os
-import pickle
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .action_recognition import (
+    hmdb51_class_names,
+    load_hmdb51,
+    load_ucf101,
+    readable_class_name,
+    ucf101_class_names,
+)
+from .annotation_io import (
+    COMMON_VIDEO_EXTENSIONS,
+    ON_MISSING_CHOICES,
+    AnnotationError,
+    attach_video_paths,
+    clean_caption,
+    file_stem,
+    group_in_order,
+    load_plain_pickle,
+    read_csv_rows,
+    read_id_list,
+    read_json,
+    read_lines,
+    read_text,
+    require_dir,
+    require_file,
+)
+
 if TYPE_CHECKING:  # `datasets` costs seconds to import; it is imported where it is used
     import datasets
 
+__all__ = [
+    "AnnotationError",
+    "ON_MISSING_CHOICES",
+    "SCHEMA_COLUMNS",
+    "explode_captions",
+    "hmdb51_class_names",
+    "load_charades",
+    "load_didemo",
+    "load_hmdb51",
+    "load_lsmdc",
+    "load_msrvtt",
+    "load_msvd",
+    "load_plain_pickle",
+    "load_retrieval_dataset",
+    "load_ucf101",
+    "load_vatex",
+    "lsmdc_movie_of",
+    "read_jsonl",
+    "readable_class_name",
+    "text_to_video_index",
+    "ucf101_class_names",
+    "write_jsonl",
+]
 
-ON_MISSING_CHOICES = ("error", "drop")
-DIDEMO_VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
+logger = logging.getLogger(__name__)
+
+DIDEMO_VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".wmv", ".3gp")
 MSVD_VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm")
 LSMDC_VIDEO_EXTENSIONS = (".avi", ".mp4")
 SCHEMA_COLUMNS = ("video_id", "video_path", "captions")
+DIDEMO_SENTENCE_ORDERS = ("file", "time")
 
 
-# ----------------------------------------------------------------------------------------------
-# Shared helpers
-# ----------------------------------------------------------------------------------------------
-
-
-def _require_file(path: str | Path, argument: str) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{argument}: no such file: {path}")
-    return path
-
-
-def _require_dir(path: str | Path, argument: str) -> Path:
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"{argument}: no such folder: {path}")
-    return path
-
-
-def _clean_caption(caption, video_id: str, source: Path) -> str:
-    if not isinstance(caption, str):
-        raise ValueError(f"{source}: a caption of video {video_id!r} is a {type(caption).__name__}, expected str")
-    caption = " ".join(caption.split())  # collapse whitespace and newlines
-    if not caption:
-        raise ValueError(f"{source}: video {video_id!r} has an empty caption")
-    return caption
-
-
-def _attach_video_paths(
-    entries: list[tuple[str, list[str], list[str]]],
-    videos_dir: Path,
-    on_missing: str,
-    dataset_name: str,
-) -> list[dict]:
-    """Turn `(video_id, captions, candidate relative paths)` entries into schema records.
-
-    The first candidate that exists under `videos_dir` is the video file. Missing videos raise (naming
-    their ids) or, with `on_missing="drop"`, are dropped with one warning listing them.
-    """
-    if on_missing not in ON_MISSING_CHOICES:
-        raise ValueError(f"on_missing must be one of {ON_MISSING_CHOICES}, got {on_missing!r}")
-    records, missing = [], []
-    for video_id, captions, candidates in entries:
-        found = next((videos_dir / c for c in candidates if (videos_dir / c).is_file()), None)
-        if found is None:
-            missing.append((video_id, candidates))
-            continue
-        records.append({"video_id": video_id, "video_path": os.path.abspath(found), "captions": captions})
-
-    if missing:
-        ids = [video_id for video_id, _ in missing]
-        example_id, example_candidates = missing[0]
-        looked_for = ", ".join(example_candidates)
-        if on_missing == "error":
-            raise FileNotFoundError(
-                f"{dataset_name}: {len(ids)} video file(s) missing under {videos_dir}: ids {ids} "
-                f"(for {example_id!r} looked for {looked_for}); pass on_missing='drop' to skip them"
-            )
-        if not records:
-            raise FileNotFoundError(
-                f"{dataset_name}: none of the {len(ids)} videos was found under {videos_dir} "
-                f"(for {example_id!r} looked for {looked_for}); is videos_dir right?"
-            )
-        warnings.warn(
-            f"{dataset_name}: dropped {len(ids)} video(s) whose file is missing under {videos_dir}: ids {ids}",
-            UserWarning,
-            stacklevel=3,
-        )
-    return records
-
-
-def _file_stem(name: str) -> str:
-    """`name` without its extension (`'a@b_c.mov'` -> `'a@b_c'`, `'a@b_c.'` -> `'a@b_c'`)."""
-    return name.rsplit(".", 1)[0] if "." in name else name
-
-
-def _read_id_list(video_list: str | Path | Sequence[str], argument: str) -> list[str]:
-    """Video ids from a list file (one id per line, e.g. CLIP4Clip's `test_list.txt`) or a sequence."""
-    if isinstance(video_list, (str, Path)):
-        path = _require_file(video_list, argument)
-        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [str(video_id) for video_id in video_list]
-
-
-def _read_csv_rows(path: Path, delimiter: str = ",") -> tuple[list[str], list[dict]]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle, delimiter=delimiter)
-        rows = list(reader)
-        return list(reader.fieldnames or []), rows
-
-
-def _group_in_order(pairs: Iterable[tuple[str, str]]) -> "OrderedDict[str, list[str]]":
-    """(video_id, caption) pairs -> video_id -> captions, videos in order of first appearance."""
-    grouped: OrderedDict[str, list[str]] = OrderedDict()
-    for video_id, caption in pairs:
-        grouped.setdefault(video_id, []).append(caption)
-    return grouped
+def _known_ids(video_ids: Sequence[str], known: Iterable[str], source: Path, list_name: str) -> list[str]:
+    """`video_ids` checked against the ids of `source`; an id that is unknown as written but known
+    without its video extension (`X.avi` for `X`) is taken without it."""
+    known = set(known)
+    resolved, unknown = [], []
+    for video_id in video_ids:
+        if video_id in known:
+            resolved.append(video_id)
+        elif file_stem(video_id) in known and Path(video_id).suffix.lower() in COMMON_VIDEO_EXTENSIONS:
+            resolved.append(file_stem(video_id))
+        else:
+            unknown.append(video_id)
+    if unknown:
+        shown = unknown[:10] + (["..."] if len(unknown) > 10 else [])
+        raise AnnotationError(f"{list_name} names {len(unknown)} video(s) that {source} does not annotate: {shown}")
+    return resolved
 
 
 # ----------------------------------------------------------------------------------------------
 # MSR-VTT
 # ----------------------------------------------------------------------------------------------
+
+_MSRVTT_LAYOUT = '{"videos": [{"video_id", "split", ...}], "sentences": [{"video_id", "caption", "sen_id"}]}'
+
+
+def _msrvtt_captions(data_json: Path) -> "OrderedDict[str, list[str]]":
+    """video_id -> captions (file order) from `MSRVTT_data.json` / `train_val_videodatainfo.json`."""
+    database = read_json(data_json)
+    if not isinstance(database, dict):
+        raise AnnotationError(
+            f"{data_json}: expected a JSON object {_MSRVTT_LAYOUT} (the MSRVTT_data.json layout), "
+            f"found a JSON {type(database).__name__}"
+        )
+    if "sentences" not in database:
+        raise AnnotationError(
+            f"{data_json}: no top-level key 'sentences'; expected {_MSRVTT_LAYOUT} (the MSRVTT_data.json "
+            f"layout), found keys {sorted(database)}"
+        )
+    sentences = database["sentences"]
+    if not isinstance(sentences, list):
+        raise AnnotationError(
+            f"{data_json}: 'sentences' is a JSON {type(sentences).__name__}, expected a list of "
+            f"{{'video_id', 'caption', 'sen_id'}} objects"
+        )
+    pairs = []
+    for index, sentence in enumerate(sentences):
+        where = f"{data_json}: sentences[{index}]"
+        if not isinstance(sentence, dict) or "video_id" not in sentence or "caption" not in sentence:
+            found = sorted(sentence) if isinstance(sentence, dict) else type(sentence).__name__
+            raise AnnotationError(f"{where}: expected an object with 'video_id' and 'caption', found {found}")
+        video_id = str(sentence["video_id"]).strip()
+        pairs.append((video_id, clean_caption(sentence["caption"], video_id, where)))
+    return group_in_order(pairs)
 
 
 def load_msrvtt(
@@ -196,40 +206,41 @@ def load_msrvtt(
     Returns:
         Records `{"video_id", "video_path" (absolute), "captions"}` in CSV order.
     """
-    split_csv = _require_file(split_csv, "split_csv")
-    videos_dir = _require_dir(videos_dir, "videos_dir")
-    columns, rows = _read_csv_rows(split_csv)
+    split_csv = require_file(split_csv, "split_csv")
+    videos_dir = require_dir(videos_dir, "videos_dir")
+    if split_csv.suffix.lower() == ".json":
+        raise AnnotationError(
+            f"split_csv {split_csv} is a JSON file: pass the caption database (MSRVTT_data.json) as data_json= "
+            "and a split CSV (MSRVTT_train.9k.csv, MSRVTT_train.7k.csv or MSRVTT_JSFUSION_test.csv) as split_csv"
+        )
+    columns, rows = read_csv_rows(split_csv)
     if "video_id" not in columns:
-        raise ValueError(
+        raise AnnotationError(
             f"{split_csv}: expected a column 'video_id' (train CSV) or 'key, vid_key, video_id, sentence' "
             f"(JSFusion test CSV), found {columns}"
         )
 
-    if "sentence" in columns:  # JSFusion test CSV
-        grouped = _group_in_order(
-            (row["video_id"], _clean_caption(row["sentence"], row["video_id"], split_csv)) for row in rows
-        )
+    grouped: OrderedDict[str, list[str]] = OrderedDict()
+    if "sentence" in columns:  # JSFusion test CSV: the caption is in the row
+        for line_number, row in rows:
+            video_id = row["video_id"].strip()
+            caption = clean_caption(row["sentence"], video_id, f"{split_csv}:{line_number}")
+            grouped.setdefault(video_id, []).append(caption)
     else:  # train CSV: captions come from MSRVTT_data.json
         if data_json is None:
             raise ValueError(f"{split_csv} is a train CSV (no 'sentence' column): pass data_json=MSRVTT_data.json")
-        data_json = _require_file(data_json, "data_json")
-        database = json.loads(data_json.read_text(encoding="utf-8"))
-        if not isinstance(database, dict) or not isinstance(database.get("sentences"), list):
-            raise ValueError(f"{data_json}: expected an object with a 'sentences' list of {{video_id, caption}}")
-        captions_by_video = _group_in_order(
-            (s["video_id"], _clean_caption(s["caption"], s["video_id"], data_json)) for s in database["sentences"]
-        )
-        grouped = OrderedDict()
-        for row in rows:
-            video_id = row["video_id"]
+        data_json = require_file(data_json, "data_json")
+        captions_by_video = _msrvtt_captions(data_json)
+        for line_number, row in rows:
+            video_id = row["video_id"].strip()
             if video_id in grouped:
                 continue
             if video_id not in captions_by_video:
-                raise ValueError(f"{split_csv}: video {video_id!r} has no caption in {data_json}")
+                raise AnnotationError(f"{split_csv}:{line_number}: video {video_id!r} has no caption in {data_json}")
             grouped[video_id] = captions_by_video[video_id]
 
-    entries = [(video_id, captions, [f"{video_id}.mp4"]) for video_id, captions in grouped.items()]
-    return _attach_video_paths(entries, videos_dir, on_missing, f"MSR-VTT ({split_csv.name})")
+    entries = [(video_id, {"captions": captions}, [f"{video_id}.mp4"]) for video_id, captions in grouped.items()]
+    return attach_video_paths(entries, videos_dir, on_missing, f"MSR-VTT ({split_csv.name})")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -237,54 +248,64 @@ def load_msrvtt(
 # ----------------------------------------------------------------------------------------------
 
 
-def _mean_segment(times, index: int) -> float:
-    """Mean of `times[k][index]` over annotators (LocalizingMoments `times` = [[start, end], ...])."""
+def _mean_segment(times, index: int, where: str) -> float:
+    """Mean of `times[k][index]` over annotators (LocalizingMoments `times` = [[start, end], ...], in
+    5-second chunk indices)."""
     if not times:
         return 0.0
-    return sum(float(t[index]) for t in times) / len(times)
+    try:
+        return sum(float(t[index]) for t in times) / len(times)
+    except (TypeError, ValueError, IndexError) as error:
+        raise AnnotationError(f"{where}: 'times' must be a list of [start, end] pairs, got {times!r}") from error
 
 
-def _didemo_sentences_from_json(path: Path) -> "OrderedDict[str, tuple[str, list[str]]]":
-    """video_id -> (file name, sentences in temporal order) from either JSON layout."""
-    data = json.loads(path.read_text(encoding="utf-8"))
-    videos: OrderedDict[str, tuple[str, list[tuple[float, float, str]]]] = OrderedDict()
+def _didemo_files_from_json(path: Path) -> "OrderedDict[str, list[tuple[float, float, str, str]]]":
+    """Annotated file name -> its sentences `(mean start, mean end, text, where)` in file order."""
+    data = read_json(path)
+    files: OrderedDict[str, list[tuple[float, float, str, str]]] = OrderedDict()
     if isinstance(data, list):  # LocalizingMoments: [{video, description, times, ...}]
-        for item in data:
+        for index, item in enumerate(data):
+            where = f"{path}: record {index}"
+            if isinstance(item, dict) and "annotation_id" in item:
+                where += f" (annotation_id {item['annotation_id']})"
             if not isinstance(item, dict) or "video" not in item or "description" not in item:
-                raise ValueError(f"{path}: expected a list of objects with 'video' and 'description'")
-            file_name = str(item["video"])
-            video_id = _file_stem(file_name)
-            key = (_mean_segment(item.get("times"), 0), _mean_segment(item.get("times"), 1))
-            videos.setdefault(video_id, (file_name, []))[1].append((*key, item["description"]))
-    elif isinstance(data, dict):  # {video_id: {"text": [...], "start": [...], "end": [...]}}
+                found = sorted(item) if isinstance(item, dict) else type(item).__name__
+                raise AnnotationError(f"{where}: expected an object with 'video' and 'description', found {found}")
+            times = item.get("times")
+            key = (_mean_segment(times, 0, where), _mean_segment(times, 1, where))
+            files.setdefault(str(item["video"]).strip(), []).append((*key, item["description"], where))
+    elif isinstance(data, dict):  # {video: {"text": [...], "start": [...], "end": [...]}}
         for video_key, item in data.items():
+            where = f"{path}: entry {video_key!r}"
             if not isinstance(item, dict) or not isinstance(item.get("text"), list):
-                raise ValueError(f"{path}: expected {{video_id: {{'text': [...], ...}}}}, bad entry for {video_key!r}")
-            starts = item.get("start") or [0.0] * len(item["text"])
-            ends = item.get("end") or [0.0] * len(item["text"])
-            sentences = [(float(s), float(e), t) for s, e, t in zip(starts, ends, item["text"])]
-            videos[_file_stem(video_key)] = (video_key, sentences)
+                raise AnnotationError(f"{where}: expected {{'text': [...], 'start': [...], 'end': [...]}}")
+            texts = item["text"]
+            starts = item.get("start") or [0.0] * len(texts)
+            ends = item.get("end") or [0.0] * len(texts)
+            if len(starts) != len(texts) or len(ends) != len(texts):
+                raise AnnotationError(
+                    f"{where}: {len(texts)} texts but {len(starts)} starts and {len(ends)} ends"
+                )
+            files[str(video_key).strip()] = [(float(s), float(e), t, where) for s, e, t in zip(starts, ends, texts)]
     else:
-        raise ValueError(f"{path}: expected a JSON list (LocalizingMoments) or object (video_id -> text)")
-    # Temporal order: by mean start, then mean end; ties keep the annotation order (sort is stable).
-    return OrderedDict(
-        (video_id, (file_name, [text for _, _, text in sorted(sentences, key=lambda s: (s[0], s[1]))]))
-        for video_id, (file_name, sentences) in videos.items()
-    )
+        raise AnnotationError(f"{path}: expected a JSON list (LocalizingMoments) or object (video -> text)")
+    return files
 
 
-def _didemo_sentences_from_tmass_csv(path: Path) -> "OrderedDict[str, tuple[str, list[str]]]":
-    columns, rows = _read_csv_rows(path)
+def _didemo_files_from_tmass_csv(path: Path) -> "OrderedDict[str, list[tuple[float, float, str, str]]]":
+    columns, rows = read_csv_rows(path)
     if "video_path" not in columns or "text" not in columns:
-        raise ValueError(
+        raise AnnotationError(
             f"{path}: expected the T-MASS columns 'success, video_path, starts, ends, text, ...', found {columns}"
         )
-    videos: OrderedDict[str, tuple[str, list[str]]] = OrderedDict()
-    for row in rows:
+    files: OrderedDict[str, list[tuple[float, float, str, str]]] = OrderedDict()
+    for line_number, row in rows:
         # The CSV holds the authors' absolute paths: only the file name is kept.
-        file_name = row["video_path"].replace("\\", "/").rsplit("/", 1)[-1]
-        videos.setdefault(_file_stem(file_name), (file_name, []))[1].append(row["text"])
-    return videos
+        file_name = row["video_path"].strip().replace("\\", "/").rsplit("/", 1)[-1]
+        if not file_name:
+            raise AnnotationError(f"{path}:{line_number}: empty video_path")
+        files.setdefault(file_name, []).append((0.0, 0.0, row["text"], f"{path}:{line_number}"))
+    return files
 
 
 def load_didemo(
@@ -292,43 +313,107 @@ def load_didemo(
     videos_dir: str | Path,
     *,
     video_list: str | Path | Sequence[str] | None = None,
+    sentence_order: str = "file",
     on_missing: str = "error",
-) -> list[dict]:
-    """DiDeMo in paragraph mode: one caption per video, its sentences joined in temporal order.
+    return_report: bool = False,
+):
+    """DiDeMo in paragraph mode: one caption per annotated video file, its sentences joined with spaces.
+
+    Sentence order: by default the order of the annotation file. CLIP4Clip's DiDeMo loader joins a
+    video's descriptions in file order, and T-MASS's published `didemo_*_label.csv` paragraphs equal
+    that file-order join, so published numbers are reproduced with the default. `sentence_order="time"`
+    orders them by mean start, then mean end segment over annotators (ties keep file order).
+
+    One record per annotated FILE: in LocalizingMoments some stems occur under two file names
+    (`X.mov` and `X.mp4`, two different uploads). Each file keeps its own record and sentences; such a
+    file's `video_id` is its full file name (so ids stay unique), and only that exact file on disk
+    matches it (a re-encoded `X.mp4` cannot tell which upload it came from). Every other file's
+    `video_id` is its stem. The shared stems are logged and listed in the report.
 
     Args:
         annotation_file: a T-MASS `didemo_*_label.csv`, a LocalizingMoments `*_data.json` list, or a
-            JSON object `{video_id: {"text": [...], "start": [...]}}` (see the module docstring).
+            JSON object `{video: {"text": [...], "start": [...]}}` (see the module docstring).
         videos_dir: folder holding the videos (original file names, or their stems with a re-encoded
             extension such as `.mp4`).
         video_list: optional ids to keep, in that order (a list file such as `test_list.txt`, or a
-            sequence); ids may carry a file extension.
+            sequence); an entry is a file name or a stem (a stem shared by two files selects both, each
+            its own record).
+        sentence_order: `"file"` (default) or `"time"`.
         on_missing: `"error"` or `"drop"`.
+        return_report: also return a report dict: `num_files`, `num_records`, `shared_stems`
+            (`{stem: [file names]}`), `dropped_missing` (ids dropped for a missing video).
 
     Returns:
-        Records `{"video_id" (file name without extension), "video_path" (absolute), "captions": [paragraph]}`.
+        Records `{"video_id", "video_path" (absolute), "captions": [paragraph]}` (file order of first
+        appearance, or `video_list` order); with `return_report=True`, `(records, report)`.
     """
-    annotation_file = _require_file(annotation_file, "annotation_file")
-    videos_dir = _require_dir(videos_dir, "videos_dir")
+    if sentence_order not in DIDEMO_SENTENCE_ORDERS:
+        raise ValueError(f"sentence_order must be one of {DIDEMO_SENTENCE_ORDERS}, got {sentence_order!r}")
+    annotation_file = require_file(annotation_file, "annotation_file")
+    videos_dir = require_dir(videos_dir, "videos_dir")
     if annotation_file.suffix.lower() == ".csv":
-        videos = _didemo_sentences_from_tmass_csv(annotation_file)
+        files = _didemo_files_from_tmass_csv(annotation_file)
     else:
-        videos = _didemo_sentences_from_json(annotation_file)
+        files = _didemo_files_from_json(annotation_file)
 
-    video_ids = list(videos)
+    files_by_stem: OrderedDict[str, list[str]] = OrderedDict()
+    for file_name in files:
+        files_by_stem.setdefault(file_stem(file_name), []).append(file_name)
+    shared_stems = {stem: names for stem, names in files_by_stem.items() if len(names) > 1}
+    video_id_of = {name: (name if file_stem(name) in shared_stems else file_stem(name)) for name in files}
+    if shared_stems:
+        logger.warning(
+            "DiDeMo (%s): %d stem(s) occur under two or more file names, kept as separate records whose "
+            "video_id is the file name: %s",
+            annotation_file.name, len(shared_stems), dict(list(shared_stems.items())[:10]),
+        )
+
+    selected = list(files)
     if video_list is not None:
-        video_ids = [_file_stem(v) for v in _read_id_list(video_list, "video_list")]
-        unknown = [v for v in video_ids if v not in videos]
+        selected, unknown = [], []
+        for entry in read_id_list(video_list, "video_list"):
+            if entry in files:
+                selected.append(entry)
+            elif entry in files_by_stem:  # a stem: every file annotated under it, each its own record
+                selected.extend(files_by_stem[entry])
+            elif file_stem(entry) in files_by_stem and len(files_by_stem[file_stem(entry)]) == 1:
+                selected.append(files_by_stem[file_stem(entry)][0])  # a re-encoded name (`X.mp4` for `X.mov`)
+            else:
+                unknown.append(entry)
         if unknown:
-            raise ValueError(f"video_list names videos absent from {annotation_file}: {unknown}")
+            raise AnnotationError(f"video_list names {len(unknown)} video(s) absent from {annotation_file}: {unknown[:10]}")
+        repeated = sorted({name for name in selected if selected.count(name) > 1})
+        if repeated:
+            raise AnnotationError(f"video_list names the same annotated file more than once: {repeated[:10]}")
 
     entries = []
-    for video_id in video_ids:
-        file_name, sentences = videos[video_id]
-        sentences = [_clean_caption(s, video_id, annotation_file) for s in sentences]
-        candidates = [file_name] + [video_id + ext for ext in DIDEMO_VIDEO_EXTENSIONS if video_id + ext != file_name]
-        entries.append((video_id, [" ".join(sentences)], candidates))
-    return _attach_video_paths(entries, videos_dir, on_missing, f"DiDeMo ({annotation_file.name})")
+    for file_name in selected:
+        sentences = files[file_name]
+        if sentence_order == "time":
+            sentences = sorted(sentences, key=lambda s: (s[0], s[1]))  # stable: ties keep file order
+        video_id = video_id_of[file_name]
+        paragraph = " ".join(clean_caption(text, video_id, where) for _, _, text, where in sentences)
+        stem = file_stem(file_name)
+        candidates = [file_name]
+        if stem not in shared_stems:
+            candidates += [stem + ext for ext in DIDEMO_VIDEO_EXTENSIONS if stem + ext != file_name]
+        entries.append((video_id, {"captions": [paragraph]}, candidates))
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        records = attach_video_paths(entries, videos_dir, on_missing, f"DiDeMo ({annotation_file.name})")
+    for warning in caught:  # re-issue at the caller
+        warnings.warn(warning.message, warning.category, stacklevel=2)
+    if not return_report:
+        return records
+    kept = {record["video_id"] for record in records}
+    report = {
+        "num_files": len(files),
+        "num_records": len(records),
+        "shared_stems": shared_stems,
+        "dropped_missing": [video_id for video_id, _, _ in entries if video_id not in kept],
+    }
+    return records, report
 
 
 # ----------------------------------------------------------------------------------------------
@@ -336,67 +421,51 @@ def load_didemo(
 # ----------------------------------------------------------------------------------------------
 
 
-class _PlainDataUnpickler(pickle.Unpickler):
-    """An unpickler that rebuilds only plain data (containers, strings, numbers); any other class in
-    the pickle is refused, so loading cannot execute code (a general `pickle.load` could)."""
-
-    _ALLOWED_NAMES = {
-        "dict", "list", "tuple", "set", "frozenset", "str", "unicode", "bytes", "int", "long", "float", "bool"
-    }
-
-    def find_class(self, module: str, name: str):
-        if (module in ("builtins", "__builtin__") and name in self._ALLOWED_NAMES) or (
-            module == "collections" and name == "OrderedDict"
-        ):
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(
-            f"refusing to unpickle {module}.{name}: only plain containers and strings are allowed"
-        )
-
-
-def load_plain_pickle(path: str | Path):
-    """Load a pickle holding only plain data (dict/list/tuple/set/str/numbers), refusing any other class.
-
-    Python-2 pickles are decoded as UTF-8 (the captions of MSVD's `raw-captions.pkl`).
-
-    Raises:
-        pickle.UnpicklingError: the file names a class outside the allowed set (message names the file).
-    """
-    path = _require_file(path, "path")
-    with open(path, "rb") as handle:
-        try:
-            return _PlainDataUnpickler(handle, encoding="utf-8").load()
-        except pickle.UnpicklingError as error:
-            raise pickle.UnpicklingError(f"{path}: {error}") from error
+def _captions_mapping(data, source: Path) -> "OrderedDict[str, list[str]]":
+    """`{video_id: [caption or token list, ...]}` -> video_id -> cleaned captions."""
+    if not isinstance(data, dict):
+        raise AnnotationError(f"{source}: expected an object video_id -> list of captions, got {type(data).__name__}")
+    grouped: OrderedDict[str, list[str]] = OrderedDict()
+    for video_id, captions in data.items():
+        video_id = str(video_id).strip()
+        where = f"{source}: entry {video_id!r}"
+        if not isinstance(captions, (list, tuple)) or not captions:
+            raise AnnotationError(f"{where}: expected a non-empty list of captions, got {captions!r:.80}")
+        # raw-captions.pkl holds token lists; other dumps hold strings.
+        grouped[video_id] = [
+            clean_caption(" ".join(c) if isinstance(c, (list, tuple)) else c, video_id, where) for c in captions
+        ]
+    return grouped
 
 
 def _msvd_captions(captions_file: Path) -> "OrderedDict[str, list[str]]":
-    if captions_file.suffix.lower() in (".pkl", ".pickle"):
-        data = load_plain_pickle(captions_file)
-        if not isinstance(data, dict):
-            raise ValueError(
-                f"{captions_file}: expected a dict video_id -> list of captions, got {type(data).__name__}"
-            )
-        grouped: OrderedDict[str, list[str]] = OrderedDict()
-        for video_id, captions in data.items():
-            if not isinstance(captions, (list, tuple)):
-                raise ValueError(f"{captions_file}: captions of video {video_id!r} are not a list")
-            # raw-captions.pkl holds token lists; other dumps hold strings.
-            grouped[str(video_id)] = [
-                _clean_caption(" ".join(c) if isinstance(c, (list, tuple)) else c, str(video_id), captions_file)
-                for c in captions
-            ]
-        return grouped
+    suffix = captions_file.suffix.lower()
+    if suffix in (".pkl", ".pickle"):
+        return _captions_mapping(load_plain_pickle(captions_file), captions_file)
+    if suffix == ".json":  # captions_msvd.json (X-Pool, T-MASS)
+        return _captions_mapping(read_json(captions_file), captions_file)
+    if suffix == ".csv":  # MSR Video Description Corpus.csv: one row per description, many languages
+        columns, rows = read_csv_rows(captions_file)
+        needed = ["VideoID", "Start", "End", "Language", "Description"]
+        if any(name not in columns for name in needed):
+            raise AnnotationError(f"{captions_file}: expected the columns {needed} of the MSVD corpus CSV, found {columns}")
+        pairs = []
+        for line_number, row in rows:
+            if row["Language"].strip() != "English" or not row["Description"].strip():
+                continue
+            video_id = f"{row['VideoID'].strip()}_{row['Start'].strip()}_{row['End'].strip()}"
+            pairs.append((video_id, clean_caption(row["Description"], video_id, f"{captions_file}:{line_number}")))
+        return group_in_order(pairs)
     pairs = []
-    for line_number, line in enumerate(captions_file.read_text(encoding="utf-8").splitlines(), start=1):
+    for line_number, line in read_lines(captions_file):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         parts = line.split(maxsplit=1)
         if len(parts) != 2:
-            raise ValueError(f"{captions_file}:{line_number}: expected 'video_id caption', got {line!r}")
-        pairs.append((parts[0], _clean_caption(parts[1], parts[0], captions_file)))
-    return _group_in_order(pairs)
+            raise AnnotationError(f"{captions_file}:{line_number}: expected 'video_id caption', got {line!r}")
+        pairs.append((parts[0], clean_caption(parts[1], parts[0], f"{captions_file}:{line_number}")))
+    return group_in_order(pairs)
 
 
 def load_msvd(
@@ -410,24 +479,27 @@ def load_msvd(
 
     Args:
         captions_file: `raw-captions.pkl` (`{video_id: [[token, ...], ...]}`, read with a restricted
-            unpickler) or a text file of `video_id caption` lines (`#` comment lines skipped).
+            unpickler that also accepts a pickled `defaultdict`), `captions_msvd.json`
+            (`{video_id: [caption, ...]}`), `MSR Video Description Corpus.csv` (English rows), or a
+            text file of `video_id caption` lines (`#` comment lines skipped).
         videos_dir: folder holding `<video_id>.avi` (or `.mp4`, `.mkv`, `.webm`).
-        video_list: the split, e.g. `train_list.txt` / `test_list.txt` (one id per line) or a sequence;
-            all videos of `captions_file` when None.
+        video_list: the split, e.g. `train_list.txt` / `test_list.txt` (one id per line, an id may carry
+            its video extension) or a sequence; all videos of `captions_file` when None.
         on_missing: `"error"` or `"drop"`.
     """
-    captions_file = _require_file(captions_file, "captions_file")
-    videos_dir = _require_dir(videos_dir, "videos_dir")
+    captions_file = require_file(captions_file, "captions_file")
+    videos_dir = require_dir(videos_dir, "videos_dir")
     captions_by_video = _msvd_captions(captions_file)
-    video_ids = list(captions_by_video) if video_list is None else _read_id_list(video_list, "video_list")
-    unknown = [v for v in video_ids if v not in captions_by_video]
-    if unknown:
-        raise ValueError(f"video_list names videos without captions in {captions_file}: {unknown}")
+    if video_list is None:
+        video_ids = list(captions_by_video)
+    else:
+        list_name = f"video_list {video_list}" if isinstance(video_list, (str, Path)) else "video_list"
+        video_ids = _known_ids(read_id_list(video_list, "video_list"), captions_by_video, captions_file, list_name)
     entries = [
-        (video_id, captions_by_video[video_id], [video_id + ext for ext in MSVD_VIDEO_EXTENSIONS])
+        (video_id, {"captions": captions_by_video[video_id]}, [video_id + ext for ext in MSVD_VIDEO_EXTENSIONS])
         for video_id in video_ids
     ]
-    return _attach_video_paths(entries, videos_dir, on_missing, f"MSVD ({captions_file.name})")
+    return attach_video_paths(entries, videos_dir, on_missing, f"MSVD ({captions_file.name})")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -459,16 +531,16 @@ def load_lsmdc(
         exclude_ids: clip ids to leave out (T-MASS, for one, skips two clips of `1012_Unbreakable` by name).
         on_missing: `"error"` or `"drop"`.
     """
-    annotation_csv = _require_file(annotation_csv, "annotation_csv")
-    videos_dir = _require_dir(videos_dir, "videos_dir")
-    excluded = set(exclude_ids)
+    annotation_csv = require_file(annotation_csv, "annotation_csv")
+    videos_dir = require_dir(videos_dir, "videos_dir")
+    excluded = {str(clip_id).strip() for clip_id in exclude_ids}
     pairs = []
-    for line_number, line in enumerate(annotation_csv.read_text(encoding="utf-8").splitlines(), start=1):
+    for line_number, line in read_lines(annotation_csv):
         if not line.strip():
             continue
         fields = line.split("\t")
         if len(fields) < 6:
-            raise ValueError(
+            raise AnnotationError(
                 f"{annotation_csv}:{line_number}: expected 6 tab-separated fields (clip_id, 4 times, sentence), "
                 f"got {len(fields)}"
             )
@@ -476,15 +548,160 @@ def load_lsmdc(
         if clip_id in excluded:
             continue
         sentence = "\t".join(fields[5:])  # a sentence holding a tab keeps it (then collapsed to a space)
-        pairs.append((clip_id, _clean_caption(sentence, clip_id, annotation_csv)))
+        pairs.append((clip_id, clean_caption(sentence, clip_id, f"{annotation_csv}:{line_number}")))
 
     entries = []
-    for clip_id, captions in _group_in_order(pairs).items():
+    for clip_id, captions in group_in_order(pairs).items():
         movie = lsmdc_movie_of(clip_id)
         candidates = [f"{movie}/{clip_id}{ext}" for ext in LSMDC_VIDEO_EXTENSIONS]
         candidates += [f"{clip_id}{ext}" for ext in LSMDC_VIDEO_EXTENSIONS]
-        entries.append((clip_id, captions, candidates))
-    return _attach_video_paths(entries, videos_dir, on_missing, f"LSMDC ({annotation_csv.name})")
+        entries.append((clip_id, {"captions": captions}, candidates))
+    return attach_video_paths(entries, videos_dir, on_missing, f"LSMDC ({annotation_csv.name})")
+
+
+# ----------------------------------------------------------------------------------------------
+# VATEX
+# ----------------------------------------------------------------------------------------------
+
+
+def _vatex_captions(path: Path) -> "OrderedDict[str, list[str]]":
+    data = read_json(path)
+    if isinstance(data, dict):  # {video_id: [caption, ...]} (e.g. ref_captions.json)
+        return _captions_mapping(data, path)
+    if not isinstance(data, list):
+        raise AnnotationError(f"{path}: expected the official VATEX list of {{videoID, enCap}} or an object id -> captions")
+    grouped: OrderedDict[str, list[str]] = OrderedDict()
+    for index, item in enumerate(data):
+        where = f"{path}: record {index}"
+        if not isinstance(item, dict) or "videoID" not in item:
+            found = sorted(item) if isinstance(item, dict) else type(item).__name__
+            raise AnnotationError(f"{where}: expected an object with 'videoID' and 'enCap', found {found}")
+        video_id = str(item["videoID"]).strip()
+        where += f" (videoID {video_id!r})"
+        captions = item.get("enCap")
+        if not isinstance(captions, list) or not captions:
+            raise AnnotationError(
+                f"{where}: no English captions ('enCap'); the private test file has none, use the public test "
+                "file vatex_public_test_english_v1.1.json"
+            )
+        if video_id in grouped:
+            raise AnnotationError(f"{where}: videoID {video_id!r} is annotated twice")
+        grouped[video_id] = [clean_caption(c, video_id, where) for c in captions]
+    return grouped
+
+
+def load_vatex(
+    annotation_file: str | Path,
+    videos_dir: str | Path,
+    *,
+    video_list: str | Path | Sequence[str] | None = None,
+    on_missing: str = "error",
+) -> list[dict]:
+    """VATEX (English captions; T-MASS reports text-to-video retrieval on it), every caption kept.
+
+    Args:
+        annotation_file: an official VATEX json (a list of `{"videoID": "<youtube id>_<start>_<end>",
+            "enCap": [...], "chCap": [...]}`), or an object `{video_id: [caption, ...]}`.
+        videos_dir: folder holding `<videoID>.mp4` (or another common extension).
+        video_list: optional ids to keep, in that order (a list file or a sequence).
+        on_missing: `"error"` or `"drop"`.
+    """
+    annotation_file = require_file(annotation_file, "annotation_file")
+    videos_dir = require_dir(videos_dir, "videos_dir")
+    captions_by_video = _vatex_captions(annotation_file)
+    video_ids = list(captions_by_video)
+    if video_list is not None:
+        video_ids = _known_ids(read_id_list(video_list, "video_list"), captions_by_video, annotation_file, "video_list")
+    entries = [
+        (video_id, {"captions": captions_by_video[video_id]}, [video_id + ext for ext in COMMON_VIDEO_EXTENSIONS])
+        for video_id in video_ids
+    ]
+    return attach_video_paths(entries, videos_dir, on_missing, f"VATEX ({annotation_file.name})")
+
+
+# ----------------------------------------------------------------------------------------------
+# Charades
+# ----------------------------------------------------------------------------------------------
+
+CHARADES_CAPTION_FIELDS = ("script", "descriptions")
+
+
+def _charades_sta_captions(path: Path) -> "OrderedDict[str, list[str]]":
+    pairs = []
+    for line_number, line in read_lines(path):
+        if not line.strip():
+            continue
+        where = f"{path}:{line_number}"
+        if "##" not in line:
+            raise AnnotationError(f"{where}: expected '<video id> <start> <end>##<sentence>', got {line!r}")
+        moment, sentence = line.split("##", 1)
+        fields = moment.split()
+        if len(fields) != 3:
+            raise AnnotationError(f"{where}: expected '<video id> <start> <end>' before '##', got {moment!r}")
+        try:
+            float(fields[1]), float(fields[2])
+        except ValueError as error:
+            raise AnnotationError(f"{where}: start/end are not numbers: {fields[1:]!r}") from error
+        pairs.append((fields[0], clean_caption(sentence, fields[0], where)))
+    return group_in_order(pairs)
+
+
+def _charades_csv_captions(path: Path, caption_field: str) -> "OrderedDict[str, list[str]]":
+    columns, rows = read_csv_rows(path)
+    if "id" not in columns or caption_field not in columns:
+        raise AnnotationError(f"{path}: expected the Charades_v1 columns 'id' and {caption_field!r}, found {columns}")
+    grouped: OrderedDict[str, list[str]] = OrderedDict()
+    for line_number, row in rows:
+        video_id = row["id"].strip()
+        where = f"{path}:{line_number}"
+        if video_id in grouped:
+            raise AnnotationError(f"{where}: video {video_id!r} appears twice")
+        if caption_field == "descriptions":  # several descriptions, separated by ';'
+            texts = [text for text in row["descriptions"].split(";") if text.strip()]
+        else:
+            texts = [row[caption_field]]
+        if not texts:
+            raise AnnotationError(f"{where}: video {video_id!r} has no {caption_field}")
+        grouped[video_id] = [clean_caption(text, video_id, where) for text in texts]
+    return grouped
+
+
+def load_charades(
+    annotation_file: str | Path,
+    videos_dir: str | Path,
+    *,
+    caption_field: str = "script",
+    video_list: str | Path | Sequence[str] | None = None,
+    on_missing: str = "error",
+) -> list[dict]:
+    """Charades for text-video retrieval (T-MASS reports it), every sentence of a video kept.
+
+    Args:
+        annotation_file: Charades-STA `charades_sta_{train,test}.txt` (`<id> <start> <end>##<sentence>`,
+            a video's sentences in file order) or `Charades_v1_{train,test}.csv` (columns `id`, `script`,
+            `descriptions`, ...).
+        videos_dir: folder holding `<id>.mp4` (or another common extension).
+        caption_field: for the CSV only: `"script"` (the script the actors followed, one caption) or
+            `"descriptions"` (the annotators' descriptions, `;`-separated, one caption each).
+        video_list: optional ids to keep, in that order.
+        on_missing: `"error"` or `"drop"`.
+    """
+    if caption_field not in CHARADES_CAPTION_FIELDS:
+        raise ValueError(f"caption_field must be one of {CHARADES_CAPTION_FIELDS}, got {caption_field!r}")
+    annotation_file = require_file(annotation_file, "annotation_file")
+    videos_dir = require_dir(videos_dir, "videos_dir")
+    if annotation_file.suffix.lower() == ".csv":
+        captions_by_video = _charades_csv_captions(annotation_file, caption_field)
+    else:
+        captions_by_video = _charades_sta_captions(annotation_file)
+    video_ids = list(captions_by_video)
+    if video_list is not None:
+        video_ids = _known_ids(read_id_list(video_list, "video_list"), captions_by_video, annotation_file, "video_list")
+    entries = [
+        (video_id, {"captions": captions_by_video[video_id]}, [video_id + ext for ext in COMMON_VIDEO_EXTENSIONS])
+        for video_id in video_ids
+    ]
+    return attach_video_paths(entries, videos_dir, on_missing, f"Charades ({annotation_file.name})")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -495,10 +712,10 @@ def load_lsmdc(
 def _check_record(record: dict, where: str) -> None:
     missing = [column for column in SCHEMA_COLUMNS if column not in record]
     if missing:
-        raise ValueError(f"{where}: record lacks {missing} (schema: {list(SCHEMA_COLUMNS)})")
+        raise AnnotationError(f"{where}: record lacks {missing} (schema: {list(SCHEMA_COLUMNS)})")
     captions = record["captions"]
     if not isinstance(captions, list) or not captions or not all(isinstance(c, str) for c in captions):
-        raise ValueError(f"{where}: 'captions' of video {record['video_id']!r} must be a non-empty list of str")
+        raise AnnotationError(f"{where}: 'captions' of video {record['video_id']!r} must be a non-empty list of str")
 
 
 def write_jsonl(records: Iterable[dict], path: str | Path) -> Path:
@@ -513,23 +730,39 @@ def write_jsonl(records: Iterable[dict], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     base = os.path.abspath(path.parent)
-    with open(path, "w", encoding="utf-8") as handle:
-        for index, record in enumerate(records):
-            _check_record(record, f"records[{index}]")
-            video_path = str(record["video_path"])
-            if os.path.isabs(video_path):
-                video_path = os.path.relpath(video_path, base)
-            handle.write(json.dumps({**record, "video_path": Path(video_path).as_posix()}) + "\n")
+    lines = []
+    for index, record in enumerate(records):  # every record is checked before anything is written
+        _check_record(record, f"records[{index}]")
+        video_path = str(record["video_path"])
+        if os.path.isabs(video_path):
+            video_path = os.path.relpath(video_path, base)
+        lines.append(json.dumps({**record, "video_path": Path(video_path).as_posix()}) + "\n")
+    # Written under a temporary name and renamed: a crash never leaves a half-written split behind.
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.writelines(lines)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
     return path
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    """Read schema records from a jsonl file (`video_path` left as written, relative to its folder)."""
-    path = _require_file(path, "path")
+    """Read schema records from a jsonl file (`video_path` left as written, relative to its folder).
+
+    A BOM or CRLF line endings are tolerated; an invalid line names the file and line number.
+    """
+    path = require_file(path, "path")
     records = []
-    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for line_number, line in read_lines(path):
         if line.strip():
-            record = json.loads(line)
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise AnnotationError(f"{path}:{line_number}: invalid JSON ({error.msg}, column {error.colno})") from error
+            if not isinstance(record, dict):
+                raise AnnotationError(f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}")
             _check_record(record, f"{path}:{line_number}")
             records.append(record)
     return records
@@ -554,17 +787,22 @@ def load_retrieval_dataset(
     """
     import datasets
 
-    annotation_jsonl = _require_file(annotation_jsonl, "annotation_jsonl")
-    if not annotation_jsonl.read_text(encoding="utf-8").strip():  # an empty split (e.g. no validation videos)
+    annotation_jsonl = require_file(annotation_jsonl, "annotation_jsonl")
+    text = read_text(annotation_jsonl)
+    if not text.strip():  # an empty split (e.g. no validation videos)
         features = datasets.Features(
             {"video_id": datasets.Value("string"), "video_path": datasets.Value("string"),
              "captions": datasets.List(datasets.Value("string"))}
         )
         return datasets.Dataset.from_dict({"video_id": [], "video_path": [], "captions": []}, features=features)
 
-    dataset = datasets.load_dataset(
-        "json", data_files=str(annotation_jsonl), split="train", cache_dir=None if cache_dir is None else str(cache_dir)
-    )
+    if annotation_jsonl.read_bytes()[:3] == b"\xef\xbb\xbf":
+        # The Arrow JSON reader does not skip a byte-order mark: validated records go in directly.
+        dataset = datasets.Dataset.from_list(read_jsonl(annotation_jsonl))
+    else:
+        dataset = datasets.load_dataset(
+            "json", data_files=str(annotation_jsonl), split="train", cache_dir=None if cache_dir is None else str(cache_dir)
+        )
     missing = [column for column in SCHEMA_COLUMNS if column not in dataset.column_names]
     if missing:
         raise ValueError(f"{annotation_jsonl}: columns {missing} missing (schema: {list(SCHEMA_COLUMNS)})")

@@ -27,6 +27,13 @@ parameters and seed give identical captions and identical pixels (in practice id
 A complete set is recorded in `dataset_info.json` (written last); calling the generator again with
 the same parameters reuses it.
 
+Data folders are never the generator's to clobber: it writes only into a missing or empty folder, or
+into a folder it made itself, recognised by its marker file `.video_text_retrieval_synthetic.json`
+(written before anything else, listing every file the generator writes there). Any other non-empty
+folder is refused with an error naming it. Rebuilding or repairing its own set removes only the files
+its marker lists; files a user added stay untouched, and a user file where the generator would write
+is an error, never overwritten (`docs/data.md`).
+
 Command line:
 
     python -m video_text_retrieval.data.synthetic --output-dir outputs/demo/data [--seed 0]
@@ -37,7 +44,8 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import shutil
+import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +114,9 @@ SPLITS: tuple[str, ...] = ("train", "validation", "test")
 _SPLIT_SEED_KEYS = {"train": 0, "validation": 1, "test": 2}
 _INFO_FILENAME = "dataset_info.json"
 _VIDEOS_SUBDIR = "videos"
+# Written first into every folder the generator creates or fills; lists every file it writes there.
+MARKER_FILENAME = ".video_text_retrieval_synthetic.json"
+_MARKER_GENERATOR = "video_text_retrieval.data.synthetic"
 
 # Geometry, as fractions of the frame size: shape diameter, and the distance travelled over the clip.
 _SIZE_RANGE = (0.17, 0.25)
@@ -388,11 +399,110 @@ def _is_complete(output_dir: Path, info: dict) -> bool:
     return True
 
 
-def _remove_generated_files(output_dir: Path) -> None:
-    """Remove only what this generator writes (never other files of the folder)."""
-    for name in [f"{split}.jsonl" for split in SPLITS] + [_INFO_FILENAME]:
-        (output_dir / name).unlink(missing_ok=True)
-    shutil.rmtree(output_dir / _VIDEOS_SUBDIR, ignore_errors=True)
+def read_marker(output_dir: str | Path) -> dict | None:
+    """The generator's marker of `output_dir` (`{"generator", "files": [relative paths]}`), or None
+    when the folder is not one the generator made (no marker, or an unreadable / foreign one)."""
+    marker_path = Path(output_dir) / MARKER_FILENAME
+    if not marker_path.is_file() or marker_path.is_symlink():
+        return None
+    try:
+        marker = json.loads(marker_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if not isinstance(marker, dict) or marker.get("generator") != _MARKER_GENERATOR or not isinstance(marker.get("files"), list):
+        return None
+    return marker
+
+
+def is_synthetic_dataset_dir(output_dir: str | Path) -> bool:
+    """True when `output_dir` is a folder this generator made (it holds the generator's marker)."""
+    return read_marker(output_dir) is not None
+
+
+_GENERATED_VIDEO_NAME = re.compile(r"^(train|validation|test)_\d{4}\.mp4$")
+
+
+def _adopt_unmarked_set(output_dir: Path) -> dict | None:
+    """A set written by an earlier version of the generator (before the marker existed) is adopted,
+    and its marker written, only when EVERY entry of the folder is a file the generator writes
+    (`{train,validation,test}.jsonl`, `videos/<split>_NNNN.mp4`) and its `dataset_info.json` is the
+    generator's. Any other file, folder or link makes the folder the user's."""
+    info = _read_info(output_dir)
+    if not isinstance(info, dict) or not str(info.get("description", "")).startswith("Synthetic moving-shapes"):
+        return None
+    own_top = {_INFO_FILENAME, _VIDEOS_SUBDIR} | {f"{split}.jsonl" for split in SPLITS}
+    files = []
+    for entry in output_dir.iterdir():
+        if entry.is_symlink() or entry.name not in own_top:
+            return None
+        if entry.name == _VIDEOS_SUBDIR:
+            if not entry.is_dir():
+                return None
+            for video in entry.iterdir():
+                if video.is_symlink() or not video.is_file() or not _GENERATED_VIDEO_NAME.match(video.name):
+                    return None
+                files.append(f"{_VIDEOS_SUBDIR}/{video.name}")
+        elif entry.is_file():
+            files.append(entry.name)
+        else:
+            return None
+    _write_marker(output_dir, files + [MARKER_FILENAME])
+    return read_marker(output_dir)
+
+
+def _check_writable_folder(output_dir: Path) -> dict | None:
+    """The marker of `output_dir` when it is the generator's own folder; None when it is missing or
+    empty (free to use).
+
+    Raises:
+        FileExistsError: `output_dir` is not a folder, or a non-empty folder without the marker.
+    """
+    if output_dir.is_symlink() or (output_dir.exists() and not output_dir.is_dir()):
+        raise FileExistsError(f"{output_dir} exists and is not a folder; the synthetic set needs an empty or new folder")
+    if not output_dir.exists():
+        return None
+    marker = read_marker(output_dir)
+    if marker is not None:
+        return marker
+    marker = _adopt_unmarked_set(output_dir)
+    if marker is not None:
+        return marker
+    entries = sorted(entry.name for entry in output_dir.iterdir())
+    if entries:
+        shown = entries[:5] + (["..."] if len(entries) > 5 else [])
+        raise FileExistsError(
+            f"refusing to write the synthetic data set into {output_dir}: the folder is not empty ({shown}) and "
+            f"was not created by the generator (no {MARKER_FILENAME}). Data folders are never overwritten; "
+            "pass a new or empty folder"
+        )
+    return None
+
+
+def _write_marker(output_dir: Path, files: list[str]) -> None:
+    marker = {
+        "generator": _MARKER_GENERATOR,
+        "description": "written by the synthetic data set generator; it removes only the files listed here",
+        "files": sorted(set(files)),
+    }
+    temporary = output_dir / f"{MARKER_FILENAME}.tmp"
+    temporary.write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+    os.replace(temporary, output_dir / MARKER_FILENAME)
+
+
+def _remove_generated_files(output_dir: Path, marker: dict) -> None:
+    """Remove the files the marker lists (what this generator wrote), never any other file; the
+    videos folder goes only once it is empty."""
+    root = output_dir.resolve()
+    for relative in marker["files"]:
+        if relative == MARKER_FILENAME:  # kept until replaced: the folder stays recognisably the generator's
+            continue
+        path = output_dir / relative
+        # Only plain files inside the folder: a listed name that became a folder or a link out is left alone.
+        if path.is_file() and not path.is_symlink() and root in path.resolve().parents:
+            path.unlink()
+    videos = output_dir / _VIDEOS_SUBDIR
+    if videos.is_dir() and not videos.is_symlink() and not any(videos.iterdir()):
+        videos.rmdir()
 
 
 def _info_from_record(output_dir: Path, info: dict, reused: bool, seconds: float) -> SyntheticDatasetInfo:
@@ -427,7 +537,8 @@ def generate_synthetic_dataset(
     the mp4 files under `output_dir/videos/`, and `dataset_info.json` (last, marking completion).
 
     Args:
-        output_dir: folder to write to (created when missing).
+        output_dir: folder to write to: missing, empty, or one the generator made (it holds
+            `.video_text_retrieval_synthetic.json`); any other non-empty folder is refused.
         num_train_videos: training videos (three captions each).
         num_val_videos: validation videos (one caption each, held-out combinations).
         num_test_videos: test videos (one unique caption each, held-out combinations).
@@ -437,14 +548,16 @@ def generate_synthetic_dataset(
         fps: frame rate written into the mp4 files.
         seed: seeds the split plan, the geometry and the caption templates of validation/test.
         overwrite: rebuild even if a complete set exists; required when `output_dir` holds a set
-            made with other parameters.
+            made with other parameters. Only the generator's own files are replaced.
 
     Returns:
         A `SyntheticDatasetInfo`.
 
     Raises:
         ValueError: invalid parameters.
-        FileExistsError: `output_dir` holds a set with other parameters and `overwrite` is False.
+        FileExistsError: `output_dir` is a non-empty folder the generator did not make; or it holds a
+            set with other parameters and `overwrite` is False; or a file the generator did not write
+            sits where it would write.
     """
     start_time = time.perf_counter()
     output_dir = Path(output_dir)
@@ -460,7 +573,8 @@ def generate_synthetic_dataset(
     }
     _validate_parameters(parameters)
 
-    existing = _read_info(output_dir)
+    marker = _check_writable_folder(output_dir)
+    existing = _read_info(output_dir) if marker is not None else None
     if existing is not None and not overwrite:
         if existing.get("parameters") != parameters:
             raise FileExistsError(
@@ -470,11 +584,27 @@ def generate_synthetic_dataset(
         if _is_complete(output_dir, existing):
             return _info_from_record(output_dir, existing, reused=True, seconds=time.perf_counter() - start_time)
 
-    # Fresh build: remove a previous set (or an interrupted one) so that no stale video survives.
-    _remove_generated_files(output_dir)
-    (output_dir / _VIDEOS_SUBDIR).mkdir(parents=True, exist_ok=True)
-
     plan = plan_splits(num_train_videos, num_val_videos, num_test_videos, seed)
+    video_ids = {split: [f"{split}_{index:04d}" for index in range(len(plan[split]))] for split in SPLITS}
+    planned = [MARKER_FILENAME, f"{MARKER_FILENAME}.tmp", _INFO_FILENAME] + [f"{split}.jsonl" for split in SPLITS]
+    planned += [f"{_VIDEOS_SUBDIR}/{video_id}.mp4" for split in SPLITS for video_id in video_ids[split]]
+
+    # Fresh build: remove only what the previous (or an interrupted) run of the generator wrote.
+    if marker is not None:
+        _remove_generated_files(output_dir, marker)
+    # Whatever is still there was not written by the generator: never overwrite it.
+    in_the_way = [
+        relative for relative in planned if relative != MARKER_FILENAME and os.path.lexists(output_dir / relative)
+    ]
+    if in_the_way:
+        raise FileExistsError(
+            f"{output_dir}: the synthetic set would overwrite files the generator did not write: {in_the_way[:5]}"
+        )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    # The marker is written before any data, so an interrupted run leaves a folder the next run can clean.
+    _write_marker(output_dir, planned)
+    (output_dir / _VIDEOS_SUBDIR).mkdir(exist_ok=True)
+
     num_videos, num_captions = {}, {}
     for split in SPLITS:
         records = []
@@ -482,7 +612,7 @@ def generate_synthetic_dataset(
             # One generator per video, keyed to (seed, split, index): a clip does not depend on the others.
             rng = np.random.default_rng(np.random.SeedSequence([seed, _SPLIT_SEED_KEYS[split], index]))
             geometry = _sample_geometry(concepts, frame_size, num_frames, rng)
-            video_id = f"{split}_{index:04d}"
+            video_id = video_ids[split][index]
             video_path = f"{_VIDEOS_SUBDIR}/{video_id}.mp4"
             write_mp4(output_dir / video_path, render_clip(concepts, geometry, frame_size), fps)
             if split == "train":

@@ -18,6 +18,13 @@ from its captions with the `tokenizers` library, with one token per caption word
   BPE tokenizer (49,408 ids) built offline from `bpe_simple_vocab_16e6.txt.gz`, by default the copy the
   `open_clip_torch` package ships; ids equal `CLIPTokenizer.from_pretrained("openai/clip-vit-base-patch32")`.
 
+Text cleaning: the reference CLIP tokenizers repair each caption with `ftfy.fix_text` before BPE (curly
+quotes become straight ones, HTML entities are unescaped, mojibake is repaired). A tokenizers-backed
+tokenizer cannot run ftfy, so `TMassProcessor` does it (`text_cleaning="ftfy"`, see
+`processors.processing_base.clean_caption_text`); call `clean_caption_text` yourself when you use the
+tokenizer without the processor. The caption-built CLIP vocabulary holds the words of both the raw and
+the cleaned captions, so either path finds every word.
+
 All three return `transformers` tokenizers that `save_pretrained` writes (`tokenizer.json`,
 `tokenizer_config.json`) and `AutoTokenizer.from_pretrained` reloads. Their `model_input_names` are
 `["input_ids", "attention_mask"]` (the processors return no `token_type_ids`).
@@ -34,6 +41,21 @@ from pathlib import Path
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import BertTokenizerFast, CLIPTokenizer, PreTrainedTokenizerFast
 
+__all__ = [
+    "BERT_SPECIAL_TOKENS",
+    "CLIP_BOS_TOKEN",
+    "CLIP_EOS_TOKEN",
+    "CLIP_MAX_LENGTH",
+    "CLIP_UNK_TOKEN",
+    "build_bert_tokenizer",
+    "build_clip_tokenizer",
+    "build_clip_tokenizer_from_bpe",
+    "clean_caption_text",
+    "default_clip_bpe_path",
+    "read_clip_bpe_merges",
+    "words_without_single_token",
+]
+
 
 BERT_SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 CLIP_BOS_TOKEN = "<|startoftext|>"
@@ -41,6 +63,14 @@ CLIP_EOS_TOKEN = "<|endoftext|>"
 CLIP_UNK_TOKEN = "<|unk|>"
 CLIP_MAX_LENGTH = 77
 MODEL_INPUT_NAMES = ["input_ids", "attention_mask"]
+
+
+def clean_caption_text(text: str, text_cleaning: str | None = "ftfy") -> str:
+    """The processors' caption cleaning (`processors.processing_base.clean_caption_text`), for using a
+    tokenizer without its processor; imported on use, since the processors module loads the video stack."""
+    from processors.processing_base import clean_caption_text as clean
+
+    return clean(text, text_cleaning)
 
 
 def _check_captions(captions: Iterable[str]) -> list[str]:
@@ -104,7 +134,9 @@ def build_clip_tokenizer(
     normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Lowercase(), normalizers.Strip()])
     pre_tokenizer = pre_tokenizers.Whitespace()  # words (\w+) and runs of punctuation
     specials = (CLIP_UNK_TOKEN, CLIP_BOS_TOKEN, CLIP_EOS_TOKEN)
-    words = [word for word in _corpus_words(captions, normalizer, pre_tokenizer) if word not in specials]
+    # TMassProcessor cleans captions with ftfy before tokenizing: the cleaned words belong in the vocabulary too.
+    corpus = captions + [cleaned for cleaned in (clean_caption_text(c, "ftfy") for c in captions) if cleaned]
+    words = [word for word in _corpus_words(corpus, normalizer, pre_tokenizer) if word not in specials]
     vocab = {token: index for index, token in enumerate([CLIP_UNK_TOKEN] + words + [CLIP_BOS_TOKEN, CLIP_EOS_TOKEN])}
 
     backend = Tokenizer(models.WordLevel(vocab, unk_token=CLIP_UNK_TOKEN))
@@ -228,7 +260,9 @@ def build_clip_tokenizer_from_bpe(
 
     Same ids as `CLIPTokenizer.from_pretrained("openai/clip-vit-base-patch32")`: lower-cased,
     `<|startoftext|>` = 49406 prepended, `<|endoftext|>` = 49407 appended and used for padding,
-    truncation to `model_max_length` tokens keeping the end token.
+    truncation to `model_max_length` tokens keeping the end token. The official (slow) tokenizer's
+    `ftfy.fix_text` cleaning is done by `TMassProcessor` (or `clean_caption_text(text, "ftfy")`), not
+    by this tokenizer: with the processor, ids equal the official ones on any caption.
 
     Args:
         bpe_path: the OpenAI `bpe_simple_vocab_16e6.txt.gz`; `None` means the copy the installed
