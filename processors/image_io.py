@@ -41,7 +41,7 @@ def decode_image(data: bytes, source: str = "<bytes>") -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as image:
             image = ImageOps.exif_transpose(image)
-            array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+            array = np.array(image.convert("RGB"), dtype=np.uint8)  # a writable copy (torch.from_numpy needs one)
     except Exception as error:  # PIL raises UnidentifiedImageError, OSError (truncated), SyntaxError, ...
         raise ImageDecodingError(f"Could not decode image {source!r}: {type(error).__name__}: {error}") from error
     if array.ndim != 3 or array.shape[-1] != 3 or array.shape[0] < 1 or array.shape[1] < 1:

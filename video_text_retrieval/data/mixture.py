@@ -152,14 +152,17 @@ class ShardLoader:
             "seed": self.seed,
             "counts": list(self.counts),
             "sources": [
-                {
-                    "epoch": state.epoch,
-                    "samples_consumed": state.samples_consumed,
-                    **self._source_signature(source, workers),
-                }
+                {**self._normalised_position(state, source), **self._source_signature(source, workers)}
                 for state, source, workers in zip(self._source_states, self.sources, self.num_workers)
             ],
         }
+
+    @staticmethod
+    def _normalised_position(state: _SourceState, source: ShardedPairsDataset) -> dict:
+        # A finished pass is saved as the start of the next one (the stream rolls over lazily).
+        if state.samples_consumed >= source.samples_in_epoch_of(state.epoch):
+            return {"epoch": state.epoch + 1, "samples_consumed": 0}
+        return {"epoch": state.epoch, "samples_consumed": state.samples_consumed}
 
     @staticmethod
     def _source_signature(source: ShardedPairsDataset, workers: int) -> dict:

@@ -24,8 +24,8 @@ allowed in WebDataset keys, ids are kept in the json). Shard `i` holds records
 `[i * samples_per_shard, (i + 1) * samples_per_shard)` of the input (after dropping missing files).
 
 Safety and restarts: the output folder must be new or empty (or hold an unfinished conversion of the
-same input and settings, which is then continued); it must not lie inside an input folder; nothing is
-written anywhere else. Every shard is written under a temporary name, flushed to disk and renamed, so
+same input and settings, which is then continued); it must not lie inside a media folder (the jsonl's
+folder, `--videos_root`, `--images_root`, the url map's folder); nothing is written anywhere else. Every shard is written under a temporary name, flushed to disk and renamed, so
 a killed conversion leaves only complete shards; a rerun removes its temporary files, keeps the
 complete shards and writes the rest. `index.json` (shard names and sample counts, read by
 `ShardedPairsDataset`) is written last: its presence means the conversion is complete.
@@ -341,10 +341,11 @@ def main(argv=None) -> Path:
         if not args.videos_root:
             raise SystemExit("--webvid_csv needs --videos_root")
         records = records_from_webvid_csv(args.webvid_csv, args.videos_root)
-        source, input_dirs = f"webvid:{Path(args.webvid_csv).name}", [Path(args.webvid_csv).parent, Path(args.videos_root)]
+        source, input_dirs = f"webvid:{Path(args.webvid_csv).name}", [Path(args.videos_root)]
     else:
         records = records_from_cc3m_tsv(args.cc3m_tsv, images_root=args.images_root, url_map=args.url_map, images_per_folder=args.images_per_folder)
-        input_dirs = [Path(args.cc3m_tsv).parent] + [Path(p) for p in (args.images_root,) if p] + [Path(p).parent for p in (args.url_map,) if p]
+        # The media folders are protected; the annotation files themselves are only read.
+        input_dirs = [Path(args.images_root)] if args.images_root else [Path(args.url_map).parent]
         source = f"cc3m:{Path(args.cc3m_tsv).name}"
     index = write_shards(records, args.output_dir, samples_per_shard=args.samples_per_shard, on_missing=args.on_missing, source=source, input_dirs=input_dirs, progress=True)
     print(f"wrote {index}")

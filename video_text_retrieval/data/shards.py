@@ -573,14 +573,16 @@ class ShardedPairsDataset(torch.utils.data.IterableDataset):
             position += stop - start
 
     def _make_item(self, index: int, key: str, members: dict, where: str) -> dict:
-        rng = _child_rng(self.seed, self.epoch, index)
+        # One generator per kind of draw, so that an image (no frame draw) and a one-frame video of the
+        # same sample index get the same caption, crop and flip.
+        caption_rng, frame_rng, augment_rng = (_child_rng(self.seed, self.epoch, index, draw) for draw in (1, 2, 3))
         captions = _captions_of(members, where)
-        caption = captions[int(rng.integers(len(captions)))] if len(captions) > 1 else captions[0]
+        caption = captions[int(caption_rng.integers(len(captions)))]
         extension, kind = _media_of(members, where)
         item = {"caption": caption, "index": index, "key": key, "kind": kind}
         if self.load_videos:
-            frames = self._decode(members[extension], extension, kind, rng, where)
-            item["pixel_values_videos"] = augment_clip(frames, self.augmentation, rng)
+            frames = self._decode(members[extension], extension, kind, frame_rng, where)
+            item["pixel_values_videos"] = augment_clip(frames, self.augmentation, augment_rng)
         return item
 
     def _decode(self, data: bytes, extension: str, kind: str, rng: np.random.Generator, where: str) -> np.ndarray:
