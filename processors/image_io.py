@@ -14,10 +14,6 @@ import os
 
 import numpy as np
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-"""File extensions read as images (lower case)."""
-
-
 class ImageDecodingError(RuntimeError):
     """Bytes or a file that PIL cannot decode as an image; the message names the source."""
 
@@ -58,9 +54,4 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         return decode_image(handle.read(), source=path)
 
 
-def is_image_path(path: str | os.PathLike) -> bool:
-    """Whether the file name has an image extension (`IMAGE_EXTENSIONS`)."""
-    return os.path.splitext(os.fspath(path))[1].lower() in IMAGE_EXTENSIONS
-
-
-__all__ = ["IMAGE_EXTENSIONS", "ImageDecodingError", "decode_image", "is_image_path", "load_image"]
+__all__ = ["ImageDecodingError", "decode_image", "load_image"]

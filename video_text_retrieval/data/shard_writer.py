@@ -46,7 +46,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .shards import INDEX_FILE, VIDEO_EXTENSIONS, IMAGE_EXTENSIONS
+from .shard_format import IMAGE_EXTENSIONS, INDEX_FILE, VIDEO_EXTENSIONS
 
 __all__ = ["ShardRecord", "records_from_jsonl", "records_from_webvid_csv", "records_from_cc3m_tsv", "write_shards", "main"]
 

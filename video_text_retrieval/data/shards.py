@@ -60,9 +60,10 @@ import numpy as np
 import torch
 
 from processors import load_video
-from processors.image_io import IMAGE_EXTENSIONS, decode_image
+from processors.image_io import decode_image
 
 from ..training import augment_clip
+from .shard_format import IMAGE_EXTENSIONS, INDEX_FILE, VIDEO_EXTENSIONS
 
 __all__ = [
     "INDEX_FILE",
@@ -81,9 +82,6 @@ __all__ = [
     "default_rank_and_world_size",
 ]
 
-INDEX_FILE = "index.json"
-VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv", ".3gp", ".flv")
-_CAPTION_EXTENSIONS = (".json",)
 
 
 class ShardFormatError(ValueError):

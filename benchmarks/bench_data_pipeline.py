@@ -1,0 +1,194 @@
+"""Training clips delivered per second by one data-loading worker: tar shards vs a jsonl folder, and
+the number of workers a GPU needs at the paper's batch size.
+
+One worker = the loop run in this process (`num_workers=0`), i.e. what each DataLoader worker process
+does: read, decode the sampled frames (`processors.load_video`, `rand` sampling), random resized crop
++ flip + normalisation to 224 (`video_text_retrieval.training.augment_clip`).
+
+Inputs, generated in `--work-dir` (a new folder; removed with `--cleanup`):
+
+* videos shaped like WebVid-2M clips: 336 x 596 H.264 at 25 fps, `--video-seconds` long, a key frame
+  every 2 s (a textured moving pattern, so the encoder produces realistic frame sizes);
+* images shaped like CC3M downloads: 400 x 500 JPEG (quality 90, textured).
+
+Measured in one run (the machine may be shared, so compare the rows with each other):
+
+* `jsonl folder`: `TrainPairsDataset` over the video files (the project's map-style training set);
+* `shards`: `ShardedPairsDataset` over tar shards of the same videos (member -> temporary file ->
+  `load_video`), and over shards of the images (one-frame clips);
+
+and the workers per GPU = clips a GPU consumes per second / clips per second of one worker, for the
+per-GPU batch of the paper's pretraining (512 pairs on 8 GPUs = 64) and an assumed step time.
+
+Usage:
+
+    python benchmarks/bench_data_pipeline.py --work-dir /tmp/bench_pipeline --json bench_pipeline.json --cleanup
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # run as a script from a checkout
+    sys.path.insert(0, str(REPO_ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def write_videos(folder: Path, count: int, seconds: float, height: int = 336, width: int = 596, fps: int = 25) -> list[Path]:
+    import av
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    yy, xx = np.mgrid[0:height, 0:width]
+    for index in range(count):
+        path = folder / f"video{index:04d}.mp4"
+        texture = rng.integers(0, 255, size=(height // 8 + 2, width // 8 + 2, 3), dtype=np.uint8)
+        with av.open(str(path), mode="w") as container:
+            stream = container.add_stream("libx264", rate=fps)
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.options = {"g": str(2 * fps), "preset": "veryfast", "crf": "23"}
+            for t in range(int(seconds * fps)):
+                shift = t % 8
+                tile = np.kron(texture, np.ones((8, 8, 1), dtype=np.uint8))[shift : shift + height, shift : shift + width]
+                frame = ((tile.astype(np.uint16) + ((xx + 3 * t) % 255)[..., None] // 2) % 256).astype(np.uint8)
+                for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        paths.append(path)
+    return paths
+
+
+def write_images(folder: Path, count: int, height: int = 400, width: int = 500) -> list[Path]:
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    paths = []
+    for index in range(count):
+        texture = rng.integers(0, 255, size=(height // 10, width // 10, 3), dtype=np.uint8)
+        image = Image.fromarray(np.kron(texture, np.ones((10, 10, 1), dtype=np.uint8))).resize((width, height), Image.BILINEAR)
+        path = folder / f"image{index:04d}.jpg"
+        image.save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def write_jsonl(folder: Path, paths: list[Path]) -> Path:
+    jsonl = folder / "train.jsonl"
+    jsonl.write_text("".join(json.dumps({"video_id": p.stem, "video_path": p.name, "captions": [f"caption of {p.stem}"]}) + "\n" for p in paths))
+    return jsonl
+
+
+def time_clips(make_iterator, passes: int) -> dict:
+    """Clips per second over `passes` timed passes after one warm-up pass (median pass)."""
+    times, clips = [], 0
+    for repeat in range(passes + 1):
+        start = time.perf_counter()
+        count = 0
+        for item in make_iterator():
+            count += 1
+        elapsed = time.perf_counter() - start
+        if repeat:
+            times.append(elapsed)
+            clips = count
+    median = sorted(times)[len(times) // 2]
+    return {"clips": clips, "seconds": median, "clips_per_second": clips / median}
+
+
+def main() -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work-dir", required=True, help="new folder for the generated videos, images and shards")
+    parser.add_argument("--num-videos", type=int, default=16)
+    parser.add_argument("--num-images", type=int, default=64)
+    parser.add_argument("--video-seconds", type=float, default=10.0)
+    parser.add_argument("--num-frames", type=int, default=4, help="frames per video clip (UNIFY: 4, T-MASS: 12)")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--passes", type=int, default=3)
+    parser.add_argument("--per-gpu-batch", type=int, default=64, help="512 pairs on 8 GPUs in the paper's pretraining")
+    parser.add_argument(
+        "--step-seconds", type=float, nargs="+", default=[2.6, 0.65],
+        help="model step times to size the workers for (see the results section for their source)",
+    )
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--cleanup", action="store_true", help="remove --work-dir afterwards")
+    args = parser.parse_args()
+
+    from video_text_retrieval.data.shard_writer import records_from_jsonl, write_shards
+    from video_text_retrieval.data.shards import ShardedPairsDataset
+    from video_text_retrieval.training import ClipAugmentation, TrainPairsDataset
+
+    torch.set_num_threads(1)  # one worker process uses one core
+    work = Path(args.work_dir)
+    if work.exists():
+        raise FileExistsError(f"--work-dir {str(work)!r} exists: pass a new folder")
+    try:
+        started = time.perf_counter()
+        videos = write_videos(work / "videos", args.num_videos, args.video_seconds)
+        images = write_images(work / "images", args.num_images)
+        video_jsonl, image_jsonl = write_jsonl(work / "videos", videos), write_jsonl(work / "images", images)
+        write_shards(records_from_jsonl(video_jsonl), work / "video_shards", samples_per_shard=max(1, args.num_videos // 4))
+        write_shards(records_from_jsonl(image_jsonl), work / "image_shards", samples_per_shard=max(1, args.num_images // 4))
+        generation_seconds = time.perf_counter() - started
+        augmentation = ClipAugmentation(size=args.size, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), horizontal_flip=0.5)
+
+        folder = TrainPairsDataset([str(p) for p in videos], [f"caption {i}" for i in range(len(videos))], num_frames=args.num_frames, augmentation=augmentation)
+
+        def from_folder():
+            for index in range(len(folder)):
+                yield folder[index]
+
+        def from_shards(shards, num_frames):
+            dataset = ShardedPairsDataset(
+                shards, num_frames=num_frames, augmentation=augmentation, batch_size=1, drop_last=False, rank=0, world_size=1, shuffle_buffer=8
+            )
+            return lambda: (item for batch in dataset for item in batch)
+
+        rows = {
+            f"videos, jsonl folder ({args.num_frames} frames)": time_clips(from_folder, args.passes),
+            f"videos, shards ({args.num_frames} frames)": time_clips(from_shards(work / "video_shards", args.num_frames), args.passes),
+            "images, shards (1 frame)": time_clips(from_shards(work / "image_shards", 1), args.passes),
+        }
+        video_bytes = sum(p.stat().st_size for p in videos) / len(videos)
+        image_bytes = sum(p.stat().st_size for p in images) / len(images)
+        sizing = []
+        for step in args.step_seconds:
+            demand = args.per_gpu_batch / step
+            sizing.append({
+                "step_seconds": step,
+                "clips_per_second_per_gpu": demand,
+                "workers_per_gpu": {name: math.ceil(demand / row["clips_per_second"]) for name, row in rows.items()},
+            })
+        result = {
+            "machine": {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__, "threads": 1},
+            "inputs": {
+                "videos": args.num_videos, "video_seconds": args.video_seconds, "video_size": "336x596 @25 fps, key frame every 2 s",
+                "mean_video_bytes": int(video_bytes), "images": args.num_images, "image_size": "400x500 JPEG q90",
+                "mean_image_bytes": int(image_bytes), "crop": args.size, "generation_seconds": round(generation_seconds, 1),
+            },
+            "per_worker": rows,
+            "shards_over_folder": rows[f"videos, shards ({args.num_frames} frames)"]["clips_per_second"] / rows[f"videos, jsonl folder ({args.num_frames} frames)"]["clips_per_second"],
+            "sizing": sizing,
+        }
+    finally:
+        if args.cleanup and work.exists():
+            shutil.rmtree(work)
+    print(json.dumps(result, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
