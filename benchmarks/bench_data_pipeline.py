@@ -22,7 +22,7 @@ per-GPU batch of the paper's pretraining (512 pairs on 8 GPUs = 64) and an assum
 
 Usage:
 
-    python benchmarks/bench_data_pipeline.py --work-dir /tmp/bench_pipeline --json bench_pipeline.json --cleanup
+    python benchmarks/bench_data_pipeline.py --work-dir outputs/bench_pipeline --json bench_pipeline.json --cleanup
 """
 
 from __future__ import annotations

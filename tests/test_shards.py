@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import tarfile
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -30,7 +29,6 @@ from video_text_retrieval.data.shard_writer import (
     main as shard_writer_main,
     records_from_cc3m_tsv,
     records_from_jsonl,
-    records_from_webvid_csv,
     write_shards,
 )
 from video_text_retrieval.data.shards import (

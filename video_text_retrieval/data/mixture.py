@@ -1,11 +1,11 @@
 """A resumable training loader over one or several shard sources (e.g. CC3M images + WebVid videos).
 
-Batches alternate between sources; a batch never mixes them. UNIFY pretrains on CC3M + WebVid-2M
-with the recipe of Frozen in Time (Bain et al., ICCV 2021, Sec. 3.3 and 4.1: images are one-frame
-clips, videos 4 frames), whose trainer draws whole batches from one loader per data set in turn. A
-batch of one source has one frame count (1 for images, 4 for videos), so clips stack into one
-`(B, F, 3, H, W)` tensor without padding frames, and the contrastive loss of a step compares
-captions with media of one kind.
+Batches alternate between sources; a batch never mixes them. UNIFY (Liu et al., LREC-COLING 2024)
+pretrains on CC3M + WebVid-2M with the recipe of Frozen in Time (Bain et al., ICCV 2021), which
+treats an image as a one-frame clip and trains on images and videos jointly; Frozen's released
+trainer (`trainer/trainer.py`) zips one DataLoader per data set and takes an optimizer step on each
+loader's batch in turn. A batch of one source has one frame count (1 for images, 4 for videos), so
+its clips stack into one `(B, F, 3, H, W)` tensor without blank padding frames.
 
 Within an epoch the batches of each source are spread evenly: the `k`-th batch of source `s` sits
 at `(k + phase_s) / count_s` of the epoch, with a random phase per source and epoch; with equal

@@ -46,7 +46,6 @@ sample counts) and its shuffle buffer has no resumable state.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
