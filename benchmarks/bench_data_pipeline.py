@@ -30,8 +30,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -91,20 +93,31 @@ def write_jsonl(folder: Path, paths: list[Path]) -> Path:
     return jsonl
 
 
-def time_clips(make_iterator, passes: int) -> dict:
-    """Clips per second over `passes` timed passes after one warm-up pass (median pass)."""
-    times, clips = [], 0
+def time_rows(iterators: dict, passes: int) -> dict:
+    """Clips per wall second and per CPU second of each row, the rows' passes interleaved (one warm-up
+    pass each, then `passes` rounds of one pass per row; median pass), so that a change of machine
+    load hits every row alike. CPU time (this process, all its threads) is what one worker on its own
+    core would need; wall time is what it got on this machine."""
+    walls = {name: [] for name in iterators}
+    cpus = {name: [] for name in iterators}
+    counts = {}
     for repeat in range(passes + 1):
-        start = time.perf_counter()
-        count = 0
-        for item in make_iterator():
-            count += 1
-        elapsed = time.perf_counter() - start
-        if repeat:
-            times.append(elapsed)
-            clips = count
-    median = sorted(times)[len(times) // 2]
-    return {"clips": clips, "seconds": median, "clips_per_second": clips / median}
+        for name, make_iterator in iterators.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            count = sum(1 for _ in make_iterator())
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            if repeat:
+                walls[name].append(wall)
+                cpus[name].append(cpu)
+                counts[name] = count
+    rows = {}
+    for name in iterators:
+        wall, cpu = statistics.median(walls[name]), statistics.median(cpus[name])
+        rows[name] = {
+            "clips": counts[name], "wall_seconds": wall, "cpu_seconds": cpu,
+            "clips_per_wall_second": counts[name] / wall, "clips_per_cpu_second": counts[name] / cpu,
+        }
+    return rows
 
 
 def main() -> dict:
@@ -122,7 +135,7 @@ def main() -> dict:
         help="model step times to size the workers for (see the results section for their source)",
     )
     parser.add_argument("--json", help="write the results here")
-    parser.add_argument("--cleanup", action="store_true", help="remove --work-dir afterwards")
+    parser.add_argument("--cleanup", action="store_true", help="remove --work-dir afterwards (without it, a rerun reuses the inputs)")
     args = parser.parse_args()
 
     from video_text_retrieval.data.shard_writer import records_from_jsonl, write_shards
@@ -131,15 +144,21 @@ def main() -> dict:
 
     torch.set_num_threads(1)  # one worker process uses one core
     work = Path(args.work_dir)
-    if work.exists():
-        raise FileExistsError(f"--work-dir {str(work)!r} exists: pass a new folder")
+    marker = work / "bench_inputs.json"
+    settings = {"num_videos": args.num_videos, "num_images": args.num_images, "video_seconds": args.video_seconds}
+    if work.exists() and not (marker.is_file() and json.loads(marker.read_text()) == settings):
+        raise FileExistsError(f"--work-dir {str(work)!r} exists and holds no inputs of this benchmark with these settings: pass a new folder")
     try:
         started = time.perf_counter()
-        videos = write_videos(work / "videos", args.num_videos, args.video_seconds)
-        images = write_images(work / "images", args.num_images)
-        video_jsonl, image_jsonl = write_jsonl(work / "videos", videos), write_jsonl(work / "images", images)
-        write_shards(records_from_jsonl(video_jsonl), work / "video_shards", samples_per_shard=max(1, args.num_videos // 4))
-        write_shards(records_from_jsonl(image_jsonl), work / "image_shards", samples_per_shard=max(1, args.num_images // 4))
+        if marker.is_file():  # inputs of an earlier run (kept without --cleanup)
+            videos, images = sorted((work / "videos").glob("*.mp4")), sorted((work / "images").glob("*.jpg"))
+        else:
+            videos = write_videos(work / "videos", args.num_videos, args.video_seconds)
+            images = write_images(work / "images", args.num_images)
+            video_jsonl, image_jsonl = write_jsonl(work / "videos", videos), write_jsonl(work / "images", images)
+            write_shards(records_from_jsonl(video_jsonl), work / "video_shards", samples_per_shard=max(1, args.num_videos // 4))
+            write_shards(records_from_jsonl(image_jsonl), work / "image_shards", samples_per_shard=max(1, args.num_images // 4))
+            marker.write_text(json.dumps(settings))
         generation_seconds = time.perf_counter() - started
         augmentation = ClipAugmentation(size=args.size, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), horizontal_flip=0.5)
 
@@ -155,11 +174,15 @@ def main() -> dict:
             )
             return lambda: (item for batch in dataset for item in batch)
 
-        rows = {
-            f"videos, jsonl folder ({args.num_frames} frames)": time_clips(from_folder, args.passes),
-            f"videos, shards ({args.num_frames} frames)": time_clips(from_shards(work / "video_shards", args.num_frames), args.passes),
-            "images, shards (1 frame)": time_clips(from_shards(work / "image_shards", 1), args.passes),
-        }
+        folder_row, shard_row = f"videos, jsonl folder ({args.num_frames} frames)", f"videos, shards ({args.num_frames} frames)"
+        rows = time_rows(
+            {
+                folder_row: from_folder,
+                shard_row: from_shards(work / "video_shards", args.num_frames),
+                "images, shards (1 frame)": from_shards(work / "image_shards", 1),
+            },
+            args.passes,
+        )
         video_bytes = sum(p.stat().st_size for p in videos) / len(videos)
         image_bytes = sum(p.stat().st_size for p in images) / len(images)
         sizing = []
@@ -168,7 +191,7 @@ def main() -> dict:
             sizing.append({
                 "step_seconds": step,
                 "clips_per_second_per_gpu": demand,
-                "workers_per_gpu": {name: math.ceil(demand / row["clips_per_second"]) for name, row in rows.items()},
+                "workers_per_gpu_one_core_each": {name: math.ceil(demand / row["clips_per_cpu_second"]) for name, row in rows.items()},
             })
         result = {
             "machine": {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__, "threads": 1},
@@ -178,7 +201,9 @@ def main() -> dict:
                 "mean_image_bytes": int(image_bytes), "crop": args.size, "generation_seconds": round(generation_seconds, 1),
             },
             "per_worker": rows,
-            "shards_over_folder": rows[f"videos, shards ({args.num_frames} frames)"]["clips_per_second"] / rows[f"videos, jsonl folder ({args.num_frames} frames)"]["clips_per_second"],
+            "load_average_1min": os.getloadavg()[0],
+            "shards_over_folder_wall": rows[shard_row]["clips_per_wall_second"] / rows[folder_row]["clips_per_wall_second"],
+            "shards_over_folder_cpu": rows[shard_row]["clips_per_cpu_second"] / rows[folder_row]["clips_per_cpu_second"],
             "sizing": sizing,
         }
     finally:

@@ -353,6 +353,31 @@ def test_mixture_batches_never_mix_kinds_and_follow_weights(data):
     assert state["sources"][1]["epoch"] == 3 and state["sources"][1]["samples_consumed"] == 0
 
 
+def test_mixture_resumes_exactly_across_source_passes(data):
+    def make():
+        videos = _dataset(data / "video_shards")
+        images = _dataset(data / "image_shards", num_frames=1, batch_size=3)
+        for source in (videos, images):
+            source.set_load_videos(False)
+        return ShardLoader([videos, images], weights=[2, 3], batches_per_epoch=10, num_workers=[2, 0], collate_fn=_collate)
+
+    reference = make()
+    full, states = [], []
+    for epoch in range(2):
+        reference.set_epoch(epoch)
+        for batch in reference:
+            full.append((batch["kind"][0], batch["index"].tolist()))
+            states.append(reference.state_dict())
+    for cut in (2, 9, 14):
+        resumed = make()
+        resumed.load_state_dict(states[cut])
+        rest = []
+        for epoch in range(resumed.epoch, 2):
+            resumed.set_epoch(epoch)
+            rest += [(batch["kind"][0], batch["index"].tolist()) for batch in resumed]
+        assert rest == full[cut + 1 :], cut
+
+
 # ---------------------------------------------------------------------------------------------------
 # Converter
 # ---------------------------------------------------------------------------------------------------
