@@ -120,6 +120,46 @@ def time_rows(iterators: dict, passes: int) -> dict:
     return rows
 
 
+def shard_overhead(shard_folder: Path, videos: list[Path], num_frames: int, passes: int, frame_sampling: str) -> dict:
+    """CPU milliseconds per video clip of the steps a shard adds (reading the tar member, writing it to
+    the temporary file the decoder opens) next to decoding the sampled frames (best of `passes`)."""
+    import os
+    import tempfile
+
+    from processors import load_video
+    from video_text_retrieval.data.shards import iter_tar_samples
+
+    def best(step) -> float:
+        times = []
+        for _ in range(passes):
+            start = time.process_time()
+            step()
+            times.append(time.process_time() - start)
+        return 1000 * min(times) / len(videos)
+
+    members = [m for path in sorted(shard_folder.glob("*.tar")) for _, _, m in iter_tar_samples(path)]
+    payloads = [next(v for k, v in m.items() if k != ".json") for m in members]
+    temp_dir = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+    def write_temp_files():
+        for data in payloads:
+            handle, path = tempfile.mkstemp(suffix=".mp4", dir=temp_dir)
+            with os.fdopen(handle, "wb") as file:
+                file.write(data)
+            os.unlink(path)
+
+    def decode():
+        for path in videos:
+            load_video(path, num_frames, frame_sampling, generator=np.random.default_rng(0))
+
+    return {
+        "read_tar_member": best(lambda: [m for path in sorted(shard_folder.glob("*.tar")) for m in iter_tar_samples(path)]),
+        "write_temp_file": best(write_temp_files),
+        "decode_sampled_frames": best(decode),
+        "temp_dir": temp_dir or tempfile.gettempdir(),
+    }
+
+
 def main() -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work-dir", required=True, help="new folder for the generated videos, images and shards")
@@ -128,6 +168,11 @@ def main() -> dict:
     parser.add_argument("--video-seconds", type=float, default=10.0)
     parser.add_argument("--num-frames", type=int, default=4, help="frames per video clip (UNIFY: 4, T-MASS: 12)")
     parser.add_argument("--size", type=int, default=224)
+    parser.add_argument(
+        "--frame-sampling", default="uniform",
+        help="'uniform' decodes the same frames in both video rows (a decoder's cost depends on where a frame sits "
+        "in its group of pictures, so 'rand' would add sampling noise to the comparison); training uses 'rand'",
+    )
     parser.add_argument("--passes", type=int, default=3)
     parser.add_argument("--per-gpu-batch", type=int, default=64, help="512 pairs on 8 GPUs in the paper's pretraining")
     parser.add_argument(
@@ -162,7 +207,7 @@ def main() -> dict:
         generation_seconds = time.perf_counter() - started
         augmentation = ClipAugmentation(size=args.size, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), horizontal_flip=0.5)
 
-        folder = TrainPairsDataset([str(p) for p in videos], [f"caption {i}" for i in range(len(videos))], num_frames=args.num_frames, augmentation=augmentation)
+        folder = TrainPairsDataset([str(p) for p in videos], [f"caption {i}" for i in range(len(videos))], num_frames=args.num_frames, augmentation=augmentation, frame_sampling=args.frame_sampling)
 
         def from_folder():
             for index in range(len(folder)):
@@ -170,7 +215,8 @@ def main() -> dict:
 
         def from_shards(shards, num_frames):
             dataset = ShardedPairsDataset(
-                shards, num_frames=num_frames, augmentation=augmentation, batch_size=1, drop_last=False, rank=0, world_size=1, shuffle_buffer=8
+                shards, num_frames=num_frames, augmentation=augmentation, batch_size=1, drop_last=False, rank=0, world_size=1,
+                shuffle_buffer=8, frame_sampling=args.frame_sampling,
             )
             return lambda: (item for batch in dataset for item in batch)
 
@@ -183,6 +229,7 @@ def main() -> dict:
             },
             args.passes,
         )
+        breakdown = shard_overhead(work / "video_shards", videos, args.num_frames, args.passes, args.frame_sampling)
         video_bytes = sum(p.stat().st_size for p in videos) / len(videos)
         image_bytes = sum(p.stat().st_size for p in images) / len(images)
         sizing = []
@@ -198,9 +245,10 @@ def main() -> dict:
             "inputs": {
                 "videos": args.num_videos, "video_seconds": args.video_seconds, "video_size": "336x596 @25 fps, key frame every 2 s",
                 "mean_video_bytes": int(video_bytes), "images": args.num_images, "image_size": "400x500 JPEG q90",
-                "mean_image_bytes": int(image_bytes), "crop": args.size, "generation_seconds": round(generation_seconds, 1),
+                "mean_image_bytes": int(image_bytes), "crop": args.size, "frame_sampling": args.frame_sampling, "generation_seconds": round(generation_seconds, 1),
             },
             "per_worker": rows,
+            "shard_overhead_cpu_ms_per_clip": breakdown,
             "load_average_1min": os.getloadavg()[0],
             "shards_over_folder_wall": rows[shard_row]["clips_per_wall_second"] / rows[folder_row]["clips_per_wall_second"],
             "shards_over_folder_cpu": rows[shard_row]["clips_per_cpu_second"] / rows[folder_row]["clips_per_cpu_second"],

@@ -507,7 +507,7 @@ class ShardedPairsDataset(torch.utils.data.IterableDataset):
         start, stop = plan.worker_ranges[worker]
         order = shuffle_buffer_order(stop - start, self.shuffle_buffer, _child_rng(self.seed, self.epoch, self.rank, worker, 0xB0F))
         # Positions (in the worker's order) already delivered before the resume point.
-        skipped, cursor = 0, 0
+        skipped = 0
         remaining_batches = []
         for g in batches:
             size = plan.batch_sizes[g]
@@ -518,7 +518,6 @@ class ShardedPairsDataset(torch.utils.data.IterableDataset):
                 remaining_batches.append(size - offset_in_batch)
             else:
                 remaining_batches.append(size)
-            cursor += size
         todo = order[skipped:]
         if todo.size == 0:
             return
