@@ -2,8 +2,9 @@
 the number of workers a GPU needs at the paper's batch size.
 
 One worker = the loop run in this process (`num_workers=0`), i.e. what each DataLoader worker process
-does: read, decode the sampled frames (`processors.load_video`, `rand` sampling), random resized crop
-+ flip + normalisation to 224 (`video_text_retrieval.training.augment_clip`).
+does: read, decode the sampled frames (`processors.load_video`; `--frame-sampling`, `uniform` by
+default so that both video rows decode the same frames), random resized crop + flip + normalisation
+to 224 (`video_text_retrieval.training.augment_clip`).
 
 Inputs, generated in `--work-dir` (a new folder; removed with `--cleanup`):
 
@@ -17,8 +18,9 @@ Measured in one run (the machine may be shared, so compare the rows with each ot
 * `shards`: `ShardedPairsDataset` over tar shards of the same videos (member -> temporary file ->
   `load_video`), and over shards of the images (one-frame clips);
 
-and the workers per GPU = clips a GPU consumes per second / clips per second of one worker, for the
-per-GPU batch of the paper's pretraining (512 pairs on 8 GPUs = 64) and an assumed step time.
+and the workers per GPU = clips a GPU consumes per second / clips per CPU second of one worker (one
+core per worker), for the per-GPU batch of the paper's pretraining (512 pairs on 8 GPUs = 64) and
+assumed step times (`--step-seconds` for a video step, `--image-step-fraction` of it for an image step).
 
 Usage:
 
@@ -179,6 +181,11 @@ def main() -> dict:
         "--step-seconds", type=float, nargs="+", default=[2.6, 0.65],
         help="model step times to size the workers for (see the results section for their source)",
     )
+    parser.add_argument(
+        "--image-step-fraction", type=float, default=None,
+        help="an image step's time as a fraction of a video step's (default 1 / num_frames: the vision tower's cost "
+        "grows with the frames)",
+    )
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--cleanup", action="store_true", help="remove --work-dir afterwards (without it, a rerun reuses the inputs)")
     args = parser.parse_args()
@@ -233,12 +240,16 @@ def main() -> dict:
         video_bytes = sum(p.stat().st_size for p in videos) / len(videos)
         image_bytes = sum(p.stat().st_size for p in images) / len(images)
         sizing = []
+        image_fraction = args.image_step_fraction if args.image_step_fraction is not None else 1 / args.num_frames
         for step in args.step_seconds:
-            demand = args.per_gpu_batch / step
+            steps = {name: step * (image_fraction if name.startswith("images") else 1.0) for name in rows}
             sizing.append({
-                "step_seconds": step,
-                "clips_per_second_per_gpu": demand,
-                "workers_per_gpu_one_core_each": {name: math.ceil(demand / row["clips_per_cpu_second"]) for name, row in rows.items()},
+                "video_step_seconds": step,
+                "image_step_seconds": step * image_fraction,
+                "clips_per_second_per_gpu": {name: args.per_gpu_batch / steps[name] for name in rows},
+                "workers_per_gpu_one_core_each": {
+                    name: math.ceil(args.per_gpu_batch / steps[name] / row["clips_per_cpu_second"]) for name, row in rows.items()
+                },
             })
         result = {
             "machine": {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__, "threads": 1},
