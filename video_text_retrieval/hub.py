@@ -275,7 +275,7 @@ def build_model_card(
 # (`https://host/abs/...`) and relative paths (`outputs/demo/data/...`) out.
 _LOCAL_PATH_PATTERN = re.compile(
     r"(?<![\w.:/~-])(?:/(?:home|Users|root|tmp|private|var/folders|mnt|media|scratch|work|data|srv|opt|net|nfs|gpfs"
-    r"|lustre|content|kaggle|workspace|export|storage)(?:/[^\s\"'`<>)\]},;]*)?|[A-Za-z]:\\\\?[^\s\"'`<>]+)"
+    r"|lustre|content|kaggle|workspace|export|storage)(?![\w.-])(?:/[^\s\"'`<>)\]},;]*)?|[A-Za-z]:\\\\?[^\s\"'`<>]+)"
 )
 
 
