@@ -58,7 +58,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from processors import load_video
+from processors import FRAME_SAMPLING_STRATEGIES, load_video
 from processors.image_io import decode_image
 
 from ..training import augment_clip
@@ -376,8 +376,8 @@ class ShardedPairsDataset(torch.utils.data.IterableDataset):
         batch_size: samples per batch on this rank.
         frame_sampling: video frame sampler (`"rand"`: a random frame per segment, as both papers train).
         image_num_frames: frames of an image clip. An image decodes to one frame; it is repeated to this
-            count. UNIFY: 1 (its divided space-time ViT runs with one frame; its temporal attention over a
-            single frame is the identity path). T-MASS: `num_frames`, because its radius module is an
+            count. UNIFY: 1 (its divided space-time ViT runs with one frame, the temporal attention then
+            attending to that frame alone, as Frozen in Time trains on images). T-MASS: `num_frames`, because its radius module is an
             `nn.Linear(num_frames, D)` over per-frame similarities and needs exactly that many frames (a
             repeated frame gives `num_frames` equal similarities, and text-conditioned pooling over equal
             frames returns that frame).
@@ -408,6 +408,8 @@ class ShardedPairsDataset(torch.utils.data.IterableDataset):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"`batch_size` must be >= 1, got {batch_size}")
+        if frame_sampling not in FRAME_SAMPLING_STRATEGIES:  # fail here, not later inside a worker
+            raise ValueError(f"`frame_sampling` {frame_sampling!r} is not one of {FRAME_SAMPLING_STRATEGIES}")
         if num_frames < 1 or image_num_frames < 1:
             raise ValueError(f"`num_frames` ({num_frames}) and `image_num_frames` ({image_num_frames}) must be >= 1")
         self.shards = list_shards(shards)
