@@ -408,7 +408,7 @@ def top_k_accuracy(scores: torch.Tensor, labels: torch.Tensor | Sequence[int], k
     class_index = torch.arange(num_classes, device=scores.device)[None, :]
     beaten_by = (scores > true_scores) | ((scores == true_scores) & (class_index < labels[:, None]))
     rank = beaten_by.sum(dim=1)
-    return float((rank < k).float().mean() * 100.0)
+    return float((rank < k).double().mean()) * 100.0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -503,6 +503,8 @@ def zero_shot_classify(
     elif class_embeddings.class_names != list(class_names) or class_embeddings.kind != kind:
         raise ValueError("`class_embeddings` were computed for other class names or another kind of model")
     if isinstance(videos, torch.Tensor):
+        if processor_kwargs:
+            raise ValueError(f"processor options {sorted(processor_kwargs)} do not apply to preprocessed pixel_values_videos")
         if videos.dim() != 5:
             raise ValueError(f"a `videos` tensor must be pixel_values_videos [N_v, F, 3, H, W], got {tuple(videos.shape)}")
         num_videos = videos.shape[0]
