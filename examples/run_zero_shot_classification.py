@@ -87,7 +87,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--num_frames", type=int, default=None, help="frames per clip (default: the processor's)")
     parser.add_argument("--frame_sampling", default=None, help="frame sampler (default: the processor's; 'uniform' for evaluation)")
     parser.add_argument("--num_trials", type=int, default=0, help="T-MASS: stochastic text samples per pair (0: deterministic)")
-    parser.add_argument("--seed", type=int, default=0, help="T-MASS: seed of the stochastic trials")
+    parser.add_argument("--seed", type=int, default=0, help="T-MASS: seed of the stochastic trials (one generator per process: trial results depend on the number of processes)")
     parser.add_argument("--max_videos", type=int, default=None, help="evaluate only the first N videos of each split (a quick check; marked in the metrics)")
     parser.add_argument("--output_dir", required=True, help="where the metrics and predictions are written (created when missing)")
     args = parser.parse_args(argv)
@@ -108,6 +108,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
     if args.num_trials < 0:
         parser.error(f"--num_trials must be >= 0, got {args.num_trials}")
+    if args.max_videos is not None and args.max_videos < 1:
+        parser.error(f"--max_videos must be >= 1, got {args.max_videos}")
     if args.template is None:
         args.template = list(zero_shot.DEFAULT_TEMPLATES)
     try:
@@ -280,7 +282,9 @@ def score_split(model, processor, class_embeddings, records, accelerator, args) 
         dataset = VideoDataset([records[i] for i in own_indices], processor, processor_kwargs)
         loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers, collate_fn=_collate)
         # One generator per process, keyed to the seed and the process index: the trials are reproducible.
-        generator = torch.Generator(device=accelerator.device).manual_seed(args.seed * 1000 + accelerator.process_index)
+        generator = None
+        if model.config.model_type == "tmass" and args.num_trials > 0:
+            generator = torch.Generator(device=accelerator.device).manual_seed(args.seed * 1000 + accelerator.process_index)
         rows = []
         for local_indices, pixel_values in loader:
             video_embeddings = zero_shot.encode_videos(model, pixel_values)

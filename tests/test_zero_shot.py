@@ -144,15 +144,15 @@ def test_prompts_are_encoded_once_and_scores_do_not_depend_on_batching(kind, syn
     calls = []
     encode = model.get_text_features
     monkeypatch.setattr(model, "get_text_features", lambda *args, **kwargs: calls.append(args[0].shape[0]) or encode(*args, **kwargs))
-    videos = _paths(synthetic, "test")[:5]
+    videos = _paths(synthetic, "test")[:3]
     one_by_one = zero_shot.zero_shot_classify(model, processor, videos, CLASSES, templates=TEMPLATES, batch_size=1)
-    assert calls == [len(CLASSES) * len(TEMPLATES)]  # every prompt once, in one batch, for five videos
+    assert calls == [len(CLASSES) * len(TEMPLATES)]  # every prompt once, in one batch, for three videos
     assert model.training
-    together = zero_shot.zero_shot_classify(model, processor, videos, CLASSES, templates=TEMPLATES, batch_size=5)
+    together = zero_shot.zero_shot_classify(model, processor, videos, CLASSES, templates=TEMPLATES, batch_size=3)
     expected_names = {"unify": ["latent", "lexicon", "fused"], "tmass": ["tmass"]}[kind]
     assert list(one_by_one.all_scores) == expected_names and one_by_one.score_name == expected_names[-1]
     for name in expected_names:
-        assert one_by_one.all_scores[name].shape == (5, len(CLASSES))
+        assert one_by_one.all_scores[name].shape == (3, len(CLASSES))
         torch.testing.assert_close(one_by_one.all_scores[name], together.all_scores[name], rtol=1e-5, atol=1e-6)
     assert one_by_one.predictions.tolist() == zero_shot.predict(one_by_one.scores).tolist()
     assert one_by_one.predicted_labels == [CLASSES[i] for i in one_by_one.predictions.tolist()]
@@ -198,6 +198,24 @@ def test_scores_match_the_models_own_embeddings_and_scoring(kind, synthetic):
     torch.testing.assert_close(result.all_scores["fused"], latent + lexicon, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="'fused'"):
         zero_shot.zero_shot_classify(model, processor, videos, CLASSES, score="tmass")
+
+
+@pytest.mark.parametrize("kind", ["unify", "tmass"])
+def test_bfloat16_models_are_scored_in_their_dtype(kind, synthetic):
+    torch.manual_seed(2)
+    model, processor = _tiny(kind)
+    videos = _paths(synthetic, "test")[:3]
+    full = zero_shot.zero_shot_classify(model, processor, videos, CLASSES, templates=TEMPLATES)
+    half = zero_shot.zero_shot_classify(model.to(torch.bfloat16), processor, videos, CLASSES, templates=TEMPLATES)
+    for name, scores in half.all_scores.items():
+        assert scores.dtype == torch.float32 and torch.isfinite(scores).all()
+        torch.testing.assert_close(scores, full.all_scores[name], atol=0.05, rtol=0.05)
+
+
+def test_stochastic_options_are_refused_for_unify(synthetic):
+    model, processor = _tiny("unify")
+    with pytest.raises(ValueError, match="T-MASS only"):
+        zero_shot.zero_shot_classify(model, processor, _paths(synthetic, "test")[:1], CLASSES, num_trials=4)
 
 
 # ---------------------------------------------------------------------------------------- trained models

@@ -144,6 +144,8 @@ class ZeroShotVideoClassificationPipeline(Pipeline):
             raise ValueError("all videos of a batch must be classified against the same candidate labels")
         class_embeddings = self._class_embeddings(candidate_labels[0], templates[0])
         score_name = zero_shot._default_score(self.model_kind, score)
+        if self.model_kind == "unify" and (num_trials or seed is not None):
+            raise ValueError("`num_trials` and `seed` apply to T-MASS only; UNIFY's scores are deterministic")
         generator = torch.Generator(device=self.device).manual_seed(int(seed)) if seed is not None else None
         video_embeddings = zero_shot.encode_videos(self.model, model_inputs["pixel_values_videos"])
         scores = zero_shot.zero_shot_scores(

@@ -331,11 +331,12 @@ def tmass_zero_shot_scores(
     """
     if model_kind(model) != "tmass":
         raise TypeError(f"tmass_zero_shot_scores needs a TMassModel, got {type(model).__name__}")
-    device = _model_device(model)
+    parameter = next(model.parameters())
     with _EvalMode(model):
+        # In the model's dtype: the pooling and radius modules run on these embeddings.
         scores = model.similarity(
-            class_text.to(device=device, dtype=torch.float32),
-            frame_embeds.to(device=device, dtype=torch.float32),
+            class_text.to(device=parameter.device, dtype=parameter.dtype),
+            frame_embeds.to(device=parameter.device, dtype=parameter.dtype),
             num_trials=num_trials,
             noise=noise,
             generator=generator,
@@ -360,6 +361,8 @@ def zero_shot_scores(
             f"{kind!r} model"
         )
     if kind == "unify":
+        if num_trials or generator is not None:
+            raise ValueError("`num_trials` and `generator` apply to T-MASS only; UNIFY's scores are deterministic")
         return unify_zero_shot_scores(
             video_embeddings.latent,
             video_embeddings.lexicon,
