@@ -3,8 +3,8 @@
 
 1. Generate the synthetic video-caption data set (real mp4 files) into `<output-dir>/data/`.
 2. Run both processors over the test videos and captions and print what they produce.
-3. Train a small T-MASS and a small UNIFY from scratch with `examples/run_retrieval.py` (in this
-   process, on the CPU), evaluate them on the held-out test split and save each as a model folder
+3. Train a small T-MASS and a small UNIFY from scratch with `video_text_retrieval.training` (what
+   `examples/run_retrieval.py` runs; in this process, on the CPU), evaluate them on the held-out test split and save each as a model folder
    (`<output-dir>/tmass/`, `<output-dir>/unify/`) that `AutoModel`/`AutoProcessor` load, with its card.
 4. Merge the results into `<output-dir>/metrics.json`, print the table, and write the figures
    (recall@K curves, UNIFY's lexicon words) next to them and into `docs/` for the README.
@@ -15,20 +15,17 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
+import torch
+
+from video_text_retrieval.data.loaders import read_jsonl
+from video_text_retrieval.data.synthetic import generate_synthetic_dataset
+from video_text_retrieval.presets import build_from_scratch
+from video_text_retrieval.training import main as train_retrieval
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import torch  # noqa: E402
-
-import run_retrieval  # noqa: E402
-from video_text_retrieval.data.loaders import read_jsonl  # noqa: E402
-from video_text_retrieval.data.synthetic import generate_synthetic_dataset  # noqa: E402
-from video_text_retrieval.presets import build_from_scratch  # noqa: E402
 
 # Training recipes of the demo (2 CPU cores, a few minutes each).
 TMASS_ARGS = [
@@ -83,7 +80,7 @@ def main(argv=None) -> dict:
     for name, recipe in (("tmass", TMASS_ARGS), ("unify", UNIFY_ARGS)):
         print(f"[3/4] training {name}")
         tic = time.time()
-        results[name] = run_retrieval.main(
+        results[name] = train_retrieval(
             recipe + quick + ["--data_dir", str(data_dir), "--output_dir", str(output_dir / name), "--seed", "0", "--overwrite_output_dir"]
         )
         results[name]["wall_seconds"] = time.time() - tic

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from video_text_retrieval.optim import (
+from video_text_retrieval.training.optim import (
     LegacyAdamW,
     get_phased_warmup_cosine_schedule,
     get_warmup_cosine_schedule,
@@ -13,7 +13,7 @@ from video_text_retrieval.optim import (
 
 
 def _reference_legacy_step(param, grad, state, lr, betas, eps, weight_decay):
-    """Literal per-element transcription of tmass.md §5.5 in float64, for comparison."""
+    """Literal per-element transcription of the legacy AdamW update in float64, for comparison."""
     beta1, beta2 = betas
     state["step"] += 1
     state["m"] = beta1 * state["m"] + (1 - beta1) * grad

@@ -9,7 +9,7 @@ import sys
 import torch
 from accelerate import Accelerator
 
-from video_text_retrieval.distributed import gather_with_grad
+from video_text_retrieval.training.distributed import gather_with_grad
 
 
 def symmetric_info_nce(text: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
