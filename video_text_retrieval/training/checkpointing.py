@@ -54,6 +54,7 @@ TMP_SUFFIX = ".tmp"
 # Test-only hook: seconds to pause after the state files are written and before the manifest and the
 # rename, so that a test can kill the process while a checkpoint is being written.
 PAUSE_ENV = "VIDEO_TEXT_RETRIEVAL_TEST_CHECKPOINT_PAUSE"
+PAUSE_MARKER = "PAUSED"
 
 
 class CorruptCheckpointError(RuntimeError):
@@ -240,9 +241,9 @@ class CheckpointManager:
                 _write_json(tmp / RUN_ARGUMENTS_FILE, run_arguments)
                 pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
                 if pause > 0:
-                    (self.checkpoints_dir / f"writing_{index}").touch()  # tells the test where the write stands
+                    (tmp / PAUSE_MARKER).touch()  # tells the test where the write stands
                     time.sleep(pause)
-                    (self.checkpoints_dir / f"writing_{index}").unlink()
+                    (tmp / PAUSE_MARKER).unlink()
                 _write_json(tmp / MANIFEST_FILE, _manifest(tmp))
                 for path in tmp.rglob("*"):
                     _fsync(path)
