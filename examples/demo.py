@@ -4,7 +4,8 @@
 1. Generate the synthetic video-caption data set (real mp4 files) into `<output-dir>/data/`.
 2. Run both processors over the test videos and captions and print what they produce.
 3. Train a small T-MASS and a small UNIFY from scratch with `video_text_retrieval.training` (what
-   `examples/run_retrieval.py` runs; in this process, on the CPU), evaluate them on the held-out test split and save each as a model folder
+   `examples/run_retrieval.py` runs; in this process, on the CPU), evaluate them on the held-out test
+   split and save each as a model folder
    (`<output-dir>/tmass/`, `<output-dir>/unify/`) that `AutoModel`/`AutoProcessor` load, with its card.
 4. Merge the results into `<output-dir>/metrics.json`, print the table, and write the figures
    (recall@K curves, UNIFY's lexicon words) next to them and into `docs/` for the README.
