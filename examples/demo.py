@@ -19,8 +19,6 @@ import shutil
 import time
 from pathlib import Path
 
-import torch
-
 from video_text_retrieval.data.loaders import read_jsonl
 from video_text_retrieval.data.synthetic import generate_synthetic_dataset
 from video_text_retrieval.presets import build_from_scratch
@@ -28,13 +26,18 @@ from video_text_retrieval.training import main as train_retrieval
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-# Training recipes of the demo (2 CPU cores, a few minutes each).
+# Training recipes of the demo (2 CPU cores, a few minutes each). They shorten the papers' recipes: UNIFY's
+# paper trains 10 epochs (3 with the text frozen) from a pretrained BERT and warms up over one epoch; the
+# demo's from-scratch text tower first needs 2 epochs of text-only MLM (stage 0) and uses 10% warm-up.
+# One data-loading worker decodes while the main process trains with the remaining core(s): on 2 cores
+# this was the fastest setting measured (benchmarks/bench_training_threads.py, docs/training.md).
+COMMON_ARGS = ["--num_workers", "1"]
 TMASS_ARGS = [
     "--model", "tmass", "--preset", "tiny", "--num_epochs", "10", "--per_device_batch_size", "32",
     "--learning_rate", "1e-3", "--weight_decay", "0.05", "--crop_scale", "0.8", "1.0", "--eval_every_epochs", "0",
 ]
 UNIFY_ARGS = [
-    "--model", "unify", "--preset", "tiny", "--num_epochs", "12", "--stage0_epochs", "2", "--stage1_epochs", "1",
+    "--model", "unify", "--preset", "tiny", "--num_epochs", "12", "--stage0_epochs", "2", "--stage1_epochs", "1", "--warmup_proportion", "0.1",
     "--per_device_batch_size", "32", "--learning_rate", "1e-3", "--weight_decay", "0.05", "--crop_scale", "0.8", "1.0",
     "--eval_every_epochs", "0",
 ]
@@ -65,7 +68,6 @@ def main(argv=None) -> dict:
     parser.add_argument("--docs-dir", default=str(REPO_ROOT / "docs"), help="where the README's figures go ('' to skip)")
     parser.add_argument("--quick", action="store_true", help="a few steps only (smoke test)")
     args = parser.parse_args(argv)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     output_dir = Path(args.output_dir)
     data_dir = output_dir / "data"
     started = time.time()
@@ -82,7 +84,7 @@ def main(argv=None) -> dict:
         print(f"[3/4] training {name}")
         tic = time.time()
         results[name] = train_retrieval(
-            recipe + quick + ["--data_dir", str(data_dir), "--output_dir", str(output_dir / name), "--seed", "0", "--overwrite_output_dir"]
+            recipe + COMMON_ARGS + quick + ["--data_dir", str(data_dir), "--output_dir", str(output_dir / name), "--seed", "0", "--overwrite_output_dir"]
         )
         results[name]["wall_seconds"] = time.time() - tic
 

@@ -39,6 +39,9 @@ def test_two_process_gather_gives_the_full_batch_gradient(tmp_path):
     assert data["num_processes"] == 2
     assert data["loss"] == pytest.approx(data["reference_loss"], abs=1e-6)
     assert data["max_grad_diff"] < 1e-6
+    # Local batches of different sizes (unreadable videos dropped on one process) gather exactly too.
+    assert data["uneven_loss"] == pytest.approx(data["reference_loss"], abs=1e-6)
+    assert data["max_grad_diff_uneven"] < 1e-6
 
 
 def test_two_process_training_step_of_both_models_equals_one_process(tmp_path):

@@ -11,6 +11,7 @@ fails in seconds, naming its flag, rather than after a training run.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ __all__ = [
     "parse_arguments",
     "validate_arguments",
     "resolve_defaults",
+    "default_num_threads",
 ]
 
 
@@ -88,6 +90,10 @@ class RetrievalTrainingArguments:
         default=None, metadata={"help": "legacy_adamw or adamw (default: legacy_adamw for T-MASS, adamw for UNIFY)", "choices": ["legacy_adamw", "adamw"]}
     )
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm (0: no clipping; the norm is still checked for finiteness)"})
+    num_threads: int | None = field(
+        default=None,
+        metadata={"help": "intra-op threads of each training process (default: the cores available minus --num_workers, at least 1; see docs/training.md)"},
+    )
     mixed_precision: str | None = field(default=None, metadata={"help": "no, fp16 or bf16 (default: accelerate launch's setting)", "choices": ["no", "fp16", "bf16"]})
     seed: int = field(default=24, metadata={"help": "seeds every random draw of the run, keyed to (seed, epoch, step)"})
     stage0_epochs: int = field(default=0, metadata={"help": "UNIFY: epochs of text-only MLM pretraining first (for from-scratch text towers)"})
@@ -200,6 +206,8 @@ def validate_arguments(args: RunArguments) -> None:
         _require(_finite(t.warmup_proportion) and 0 <= t.warmup_proportion <= 1, "warmup_proportion", f"must lie in [0, 1], got {t.warmup_proportion}")
     if t.warmup_epochs is not None:
         _require(_finite(t.warmup_epochs) and t.warmup_epochs >= 0, "warmup_epochs", f"must be >= 0, got {t.warmup_epochs}")
+    if t.num_threads is not None:
+        _require(t.num_threads >= 1, "num_threads", f"must be >= 1, got {t.num_threads}")
     _require(_finite(t.max_grad_norm) and t.max_grad_norm >= 0, "max_grad_norm", f"must be a finite number >= 0, got {t.max_grad_norm}")
     _require(t.stage0_epochs >= 0, "stage0_epochs", f"must be >= 0, got {t.stage0_epochs}")
     _require(t.stage1_epochs >= 0, "stage1_epochs", f"must be >= 0, got {t.stage1_epochs}")
@@ -226,8 +234,22 @@ def resolve_defaults(args: RunArguments, defaults: dict) -> None:
     """Fill the fields left at ``None`` from the model's ``defaults`` (`task.defaults`), then check the
     stage epochs against the number of epochs."""
     t = args.training
+    explicit_warmup = t.warmup_proportion is not None or t.warmup_epochs is not None
     for name, value in defaults.items():
+        if name in ("warmup_proportion", "warmup_epochs") and explicit_warmup:
+            continue  # the user chose the warm-up one way: the model's default of the other way does not apply
         if getattr(t, name) is None:
             setattr(t, name, value)
     if t.warmup_proportion is None:
         t.warmup_proportion = 0.0
+
+
+def default_num_threads(num_workers: int) -> int:
+    """Intra-op threads for a training process: the cores this process may use minus the data-loading
+    workers (each decodes with one thread), at least 1. More threads than free cores made a step 4-6x
+    slower on a loaded 2-core machine (``benchmarks/bench_training_threads.py``)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores - num_workers)

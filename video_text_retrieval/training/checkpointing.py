@@ -43,6 +43,8 @@ __all__ = [
     "complete_checkpoints",
     "verify_checkpoint",
     "check_finite_weights",
+    "is_disk_full",
+    "disk_full_error",
     "compare_run_arguments",
 ]
 
@@ -145,23 +147,33 @@ def check_finite_weights(model: torch.nn.Module, what: str) -> None:
         raise NonFiniteWeightsError(f"not saving {what}: non-finite values in {len(bad)} tensor(s) ({shown})")
 
 
-def _is_disk_full(error: BaseException) -> bool:
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder if folder.exists() else folder.parent).free
+    except OSError:
+        return None
+
+
+def is_disk_full(error: BaseException, folder: Path) -> bool:
+    """ENOSPC/EDQUOT anywhere in the exception chain, or the messages writers give for it (safetensors:
+    "No space left on device (os error 28)"; torch.save: "file write failed", counted only when the disk
+    is indeed nearly full)."""
     while error is not None:
         if isinstance(error, OSError) and error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
             return True
         text = str(error)
-        if "No space left on device" in text or "os error 28" in text or "file write failed" in text:
+        if "No space left on device" in text or "os error 28" in text:
             return True
+        if "file write failed" in text:
+            free = _free_bytes(folder)
+            return free is not None and free < 16 * 2**20
         error = error.__cause__ or error.__context__
     return False
 
 
 def disk_full_error(folder: Path, error: BaseException, what: str) -> DiskFullError:
-    try:
-        free = shutil.disk_usage(folder if folder.exists() else folder.parent).free
-        free_text = f"{free / 2**20:.1f} MiB free"
-    except OSError:
-        free_text = "free space unknown"
+    free = _free_bytes(folder)
+    free_text = "free space unknown" if free is None else f"{free / 2**20:.1f} MiB free"
     return DiskFullError(errno.ENOSPC, f"disk full while writing {what} into {folder} ({free_text}): {error}. Free space on that disk or choose another --output_dir")
 
 
@@ -253,7 +265,7 @@ class CheckpointManager:
         except Exception as error:
             if accelerator.is_main_process:
                 _remove(tmp)
-            if _is_disk_full(error):
+            if is_disk_full(error, self.checkpoints_dir):
                 raise disk_full_error(self.checkpoints_dir, error, f"checkpoint {final.name}") from error
             raise
         accelerator.wait_for_everyone()

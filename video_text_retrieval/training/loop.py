@@ -24,8 +24,8 @@ from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataPara
 from accelerate.utils import ProjectConfiguration, set_seed
 from tqdm.auto import tqdm
 
-from .arguments import RunArguments, _split_names, parse_arguments, resolve_defaults, validate_arguments
-from .checkpointing import CheckpointManager, check_finite_weights
+from .arguments import RunArguments, _split_names, default_num_threads, parse_arguments, resolve_defaults, validate_arguments
+from .checkpointing import CheckpointManager, is_disk_full, check_finite_weights, disk_full_error
 from .data import ClipAugmentation, TrainPairsDataset, collate_pairs, file_sha256, load_split, prepare_data_dir, seed_for_step
 from .evaluation import evaluate, print_metrics_table
 from .optim import get_phased_warmup_cosine_schedule
@@ -45,7 +45,7 @@ RESUME_IGNORED_ARGUMENTS = {
     "output_dir", "resume", "allow_changed", "overwrite_output_dir", "max_train_steps", "checkpointing_steps",
     "checkpoints_total_limit", "eval_every_epochs", "eval_only", "eval_batch_size", "num_trials", "dsl", "plots",
     "push_to_hub", "hub_model_id", "hub_private", "num_workers", "data_dir", "generate_synthetic_data",
-    "skip_unreadable_videos", "max_consecutive_nonfinite_steps", "eval_split", "test_split",
+    "skip_unreadable_videos", "max_consecutive_nonfinite_steps", "eval_split", "test_split", "num_threads",
 }
 
 
@@ -105,8 +105,13 @@ def _json_value(value):
 
 
 def _write_log_line(path: Path, entry: dict) -> None:
-    with path.open("a") as handle:
-        handle.write(json.dumps({key: _json_value(value) for key, value in entry.items()}, allow_nan=False) + "\n")
+    try:
+        with path.open("a") as handle:
+            handle.write(json.dumps({key: _json_value(value) for key, value in entry.items()}, allow_nan=False) + "\n")
+    except OSError as error:
+        if is_disk_full(error, path.parent):
+            raise disk_full_error(path.parent, error, f"the training log {path.name}") from error
+        raise
 
 
 def _card_hyperparameters(flat: dict) -> dict:
@@ -128,8 +133,18 @@ def _result(metrics: dict, split: dict) -> dict:
 
 
 def run(args: RunArguments) -> dict:
-    """Train (or only evaluate) as ``args`` say; returns the result written to ``metrics.json``."""
+    """Train (or only evaluate) as ``args`` say; returns the result written to ``metrics.json``.
+
+    The intra-op thread count of the calling process is restored afterwards."""
     validate_arguments(args)
+    previous_threads = torch.get_num_threads()
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run(args: RunArguments) -> dict:
     m, d, t, e = args.model, args.data, args.training, args.evaluation
     output_dir = Path(t.output_dir)
     accelerator = Accelerator(
@@ -143,6 +158,7 @@ def run(args: RunArguments) -> dict:
     )
     logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     set_seed(t.seed)
+    torch.set_num_threads(t.num_threads or default_num_threads(d.num_workers))
     started = time.time()
 
     # ---- data: read only; --eval_only needs the evaluated split alone.
@@ -391,10 +407,15 @@ def run(args: RunArguments) -> dict:
         accelerator.print(task.summary_line(analysis))
     if accelerator.is_main_process:
         check_finite_weights(unwrapped, f"the model folder {output_dir}")
-        save_model_folder(
-            unwrapped, processor, task, result, _card_hyperparameters(args.to_dict()), output_dir,
-            dataset_name=f"{d.dataset} ({d.test_split} split, {result['num_test_videos']} videos)", hub_model_id=e.hub_model_id,
-        )
+        try:
+            save_model_folder(
+                unwrapped, processor, task, result, _card_hyperparameters(args.to_dict()), output_dir,
+                dataset_name=f"{d.dataset} ({d.test_split} split, {result['num_test_videos']} videos)", hub_model_id=e.hub_model_id,
+            )
+        except Exception as error:
+            if is_disk_full(error, output_dir):
+                raise disk_full_error(output_dir, error, "the model folder") from error
+            raise
         if e.plots:
             write_plots(task, sims, test_split, output_dir, result.get("lexicon"))
         if e.push_to_hub:
