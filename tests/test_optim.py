@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from video_text_retrieval.optim import (
+from video_text_retrieval.training.optim import (
     LegacyAdamW,
     get_phased_warmup_cosine_schedule,
     get_warmup_cosine_schedule,
@@ -13,7 +13,7 @@ from video_text_retrieval.optim import (
 
 
 def _reference_legacy_step(param, grad, state, lr, betas, eps, weight_decay):
-    """Literal per-element transcription of tmass.md §5.5 in float64, for comparison."""
+    """Literal per-element transcription of the legacy AdamW update in float64, for comparison."""
     beta1, beta2 = betas
     state["step"] += 1
     state["m"] = beta1 * state["m"] + (1 - beta1) * grad
@@ -97,3 +97,39 @@ def test_phased_schedule_restarts_each_phase():
     assert seen == pytest.approx(phase_one + phase_two + [0.0])
     with pytest.raises(ValueError, match="phases"):
         get_phased_warmup_cosine_schedule(optimizer, [(3, 4)])
+
+
+def test_unify_decay_groups_hold_weight_matrices_only():
+    from transformers import BertConfig, BertForMaskedLM
+
+    from video_text_retrieval.training.optim import weight_matrix_decay_groups
+
+    model = BertForMaskedLM(BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16, max_position_embeddings=12))
+    decayed, plain = weight_matrix_decay_groups(model, lr=1e-3, weight_decay=0.05)
+    assert decayed["weight_decay"] == 0.05 and plain["weight_decay"] == 0.0 and decayed["lr"] == plain["lr"] == 1e-3
+    names = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(param), set()).add(name)
+    names = {key: sorted(value)[0] for key, value in names.items()}  # a tied matrix under its embedding name
+    decayed_names = {names[id(p)] for p in decayed["params"]}
+    plain_names = {names[id(p)] for p in plain["params"]}
+    assert decayed_names and all(n.endswith("weight") and "LayerNorm" not in n and "embeddings" not in n for n in decayed_names)
+    assert "bert.embeddings.word_embeddings.weight" in plain_names  # tied with the MLM decoder: an embedding
+    assert any(n.endswith("bias") for n in plain_names) and any("LayerNorm" in n for n in plain_names)
+    assert len(decayed["params"]) + len(plain["params"]) == len(list(model.parameters()))
+
+
+def test_unify_stage_schedule_follows_the_paper_recipe():
+    from video_text_retrieval.training.stages import UnifyStageSchedule, warmup_steps_for
+
+    schedule = UnifyStageSchedule(num_epochs=10, stage1_epochs=3)
+    assert [schedule.stage_at_epoch(e) for e in range(10)] == [1, 1, 1] + [2] * 7
+    assert schedule.lr_phase_lengths(steps_per_epoch=4) == [40]
+    assert schedule.distill_weight(0, 4) == 1.0 and schedule.distill_weight(39, 4) == 0.0
+    assert warmup_steps_for(40, 4, warmup_epochs=1.0, warmup_proportion=0.0) == 4  # the first epoch
+    with_stage0 = UnifyStageSchedule(num_epochs=5, stage0_epochs=2, stage1_epochs=1)
+    assert [with_stage0.stage_at_epoch(e) for e in range(5)] == [0, 0, 1, 2, 2]
+    assert with_stage0.lr_phase_lengths(steps_per_epoch=3) == [6, 9]  # the schedule restarts after stage 0
+    assert with_stage0.is_first_video_text_epoch(2) and with_stage0.distill_weight(6, 3) == 1.0
+    with pytest.raises(ValueError, match="--stage1_epochs"):
+        UnifyStageSchedule(num_epochs=3, stage1_epochs=4)

@@ -1,21 +1,17 @@
-"""End-to-end checks of `examples/run_retrieval.py` on a tiny synthetic data set: training, evaluation,
-the saved model folder, UNIFY's stages, and exact resumption from a checkpoint."""
+"""End-to-end checks of the training package (`video_text_retrieval.training.main`, what
+`examples/run_retrieval.py` runs) on a tiny synthetic data set: training, evaluation, the saved model
+folder, UNIFY's stages, and exact resumption from a checkpoint."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import AutoModel, AutoProcessor
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "examples"))
-
-import run_retrieval  # noqa: E402
-from transformers import AutoModel, AutoProcessor  # noqa: E402
-
-from video_text_retrieval.data.synthetic import generate_synthetic_dataset  # noqa: E402
+from video_text_retrieval.data.synthetic import generate_synthetic_dataset
+from video_text_retrieval.training import main as run_retrieval_main
 
 SMALL_MODEL = {
     "tmass": json.dumps({"clip_config": {"text_config": {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2},
@@ -40,7 +36,7 @@ def _run(kind, data_dir, output_dir, *extra):
         "--num_frames", "4", "--per_device_batch_size", "4", "--eval_batch_size", "3", "--learning_rate", "1e-3",
         "--num_trials", "4", "--seed", "5", "--no-plots", *extra,
     ]
-    return run_retrieval.main(argv)
+    return run_retrieval_main(argv)
 
 
 def test_tmass_trains_evaluates_and_saves_a_loadable_folder(data_dir, tmp_path):

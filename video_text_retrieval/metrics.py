@@ -8,10 +8,10 @@ Two layouts are supported:
   sets, MSR-VTT training captions) and a video may have no caption (a distractor in the gallery).
 * the **grouped** layout of the official T-MASS / X-Pool code, ``(num_videos, max_captions,
   num_videos)`` = (text group ``j``, caption slot ``c``, candidate video ``a``), with ``-inf`` rows for
-  missing captions and NaN where the official protocol pads (tmass.md §6.6-§7). It exists for parity
+  missing captions and NaN where the official protocol pads (its `sim_matrix_inference` output). It exists for parity
   with the published numbers; :func:`group_by_video` converts flat scores into it.
 
-Conventions (decisions.md item 16): every metric dict holds ``R@K`` for the requested ``ks`` in
+Conventions: every metric dict holds ``R@K`` for the requested ``ks`` in
 percent, ``MdR`` (median rank) and ``MnR`` (mean rank), ranks being 1-based.
 
 Ties. Official codes break ties with whatever their sort does; here they are explicit. The default,
@@ -136,7 +136,8 @@ def _best_caption_scores(sims: torch.Tensor, index: torch.Tensor, query_videos: 
 
 
 def video_to_text_ranks(sims, text_to_video, *, ties: str = "pessimistic", chunk_size: int = 1024) -> np.ndarray:
-    """Rank of each video's own caption group among all caption groups (tmass.md §7, decisions 16).
+    """Rank of each video's own caption group among all caption groups (the video-to-text
+    protocol of the T-MASS / X-Pool code).
 
     Every video that has at least one caption is a query; the candidates are the caption groups (one
     per captioned video), each scored by its best caption. Videos without captions are not queries.
@@ -183,12 +184,13 @@ def retrieval_metrics(sims, text_to_video, *, ks: Sequence[int] = DEFAULT_KS, ti
 
 
 def dual_softmax(sims, dim: int = 0, temperature: float = 100.0) -> torch.Tensor:
-    """Dual softmax post-processing (DSL): ``sims * softmax(temperature * sims, dim)`` (tmass.md §6.8).
+    """Dual softmax post-processing (DSL): ``sims * softmax(temperature * sims, dim)`` (Cheng et al.
+    2021, "Improving Video-Text Retrieval by Multi-Stream Corpus Alignment and Dual Softmax Loss", Sec. 3.3).
 
     The softmax runs over ``dim``: the query (text) axis for text-to-video, so every query's score is
     re-weighted by how much it stands out among all queries for that video. It is transductive (it
     needs the whole query set) and is computed in float64, because in float32 ``exp`` underflows to
-    exact zeros once scores in one column spread over more than ~1, which creates ties (§12.15).
+    exact zeros once scores in one column spread over more than ~1, which creates ties.
 
     Returns a float64 tensor of the shape of ``sims``.
     """
@@ -197,7 +199,7 @@ def dual_softmax(sims, dim: int = 0, temperature: float = 100.0) -> torch.Tensor
 
 
 # ---------------------------------------------------------------------------------------------------
-# The official grouped layout (parity with the T-MASS / X-Pool metric code, tmass.md §7)
+# The official grouped layout (parity with the T-MASS / X-Pool metric code)
 # ---------------------------------------------------------------------------------------------------
 
 

@@ -9,7 +9,7 @@ import sys
 import torch
 from accelerate import Accelerator
 
-from video_text_retrieval.distributed import gather_with_grad
+from video_text_retrieval.training.distributed import gather_with_grad
 
 
 def symmetric_info_nce(text: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
@@ -54,6 +54,15 @@ def main(report_path: str) -> None:
     max_grad_diff = max(
         (p.grad - q.grad).abs().max().item() for p, q in zip(unwrapped.parameters(), reference.parameters())
     )
+
+    # Uneven local batches (samples dropped on one process): rank 0 holds 5 pairs, rank 1 holds 3.
+    unwrapped.zero_grad()
+    uneven = slice(0, 5) if accelerator.process_index == 0 else slice(5, 8)
+    uneven_loss = model(text_inputs[uneven], video_inputs[uneven], gather=gather_with_grad)
+    accelerator.backward(uneven_loss)
+    max_grad_diff_uneven = max(
+        (p.grad - q.grad).abs().max().item() for p, q in zip(unwrapped.parameters(), reference.parameters())
+    )
     if accelerator.is_main_process:
         with open(report_path, "w") as handle:
             json.dump(
@@ -62,6 +71,8 @@ def main(report_path: str) -> None:
                     "loss": loss.item(),
                     "reference_loss": ref_loss.item(),
                     "max_grad_diff": max_grad_diff,
+                    "uneven_loss": uneven_loss.item(),
+                    "max_grad_diff_uneven": max_grad_diff_uneven,
                 },
                 handle,
             )

@@ -11,10 +11,10 @@ from unittest import mock
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
 
-import video_text_retrieval.tasks as tasks
+import video_text_retrieval.training.tasks as tasks
 from modeling_tmass import TMassConfig, TMassModel
 from modeling_unify import UnifyConfig, UnifyModel
-from video_text_retrieval.tasks import RetrievalTrainingModule, StepContext
+from video_text_retrieval.training.tasks import RetrievalTrainingModule, StepContext
 
 VOCAB, FRAMES, BATCH = 40, 3, 8
 

@@ -27,28 +27,37 @@ def is_distributed() -> bool:
 
 
 class _AllGatherWithGrad(torch.autograd.Function):
-    """Forward: concatenate every process's ``(local_batch, ...)`` tensor in rank order.
+    """Forward: concatenate every process's ``(local_batch_r, ...)`` tensor in rank order (local batch
+    sizes may differ, e.g. when unreadable videos were dropped: shorter slices are padded for the
+    collective and the padding removed).
     Backward: all-reduce (sum) the gradient of the concatenation, return this process's slice."""
 
     @staticmethod
     def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
         world_size, rank = dist.get_world_size(), dist.get_rank()
-        ctx.rank, ctx.local_size = rank, tensor.shape[0]
-        gathered = [torch.empty_like(tensor) for _ in range(world_size)]
-        dist.all_gather(gathered, tensor.contiguous())
-        return torch.cat(gathered, dim=0)
+        local_size = torch.tensor([tensor.shape[0]], device=tensor.device)
+        sizes = [torch.empty_like(local_size) for _ in range(world_size)]
+        dist.all_gather(sizes, local_size)
+        sizes = [int(size.item()) for size in sizes]
+        ctx.start, ctx.local_size = sum(sizes[:rank]), tensor.shape[0]
+        largest = max(sizes)
+        padded = tensor.contiguous()
+        if tensor.shape[0] < largest:
+            padded = torch.cat([padded, padded.new_zeros((largest - tensor.shape[0], *tensor.shape[1:]))])
+        gathered = [torch.empty_like(padded) for _ in range(world_size)]
+        dist.all_gather(gathered, padded)
+        return torch.cat([part[:size] for part, size in zip(gathered, sizes)], dim=0)
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor) -> torch.Tensor:
         grad = grad_output.contiguous().clone()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        start = ctx.rank * ctx.local_size
-        return grad[start : start + ctx.local_size]
+        return grad[ctx.start : ctx.start + ctx.local_size]
 
 
 def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``tensor`` (``(local_batch, ...)``, the same shape on every process) from all
-    processes along dim 0, in rank order, differentiably (see the module docstring).
+    """Concatenate ``tensor`` (``(local_batch, ...)``; trailing dimensions equal on every process) from
+    all processes along dim 0, in rank order, differentiably (see the module docstring).
 
     Returns ``tensor`` itself when not running distributed.
     """

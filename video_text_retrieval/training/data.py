@@ -1,6 +1,6 @@
 """Training data pipeline: (video, caption) pairs with random frame sampling and clip-level
 augmentation, every random draw keyed to (seed, epoch, pair index) so that a resumed run sees exactly
-the same inputs as an uninterrupted one (decisions.md item 20).
+the same inputs as an uninterrupted one.
 
 Inference preprocessing is deterministic and lives in the processors (`processors/`); the training
 augmentation of both papers (random frames inside each segment, one random resized crop shared by all
@@ -9,6 +9,7 @@ frames of a clip, an optional clip-level horizontal flip) lives here.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +23,10 @@ from processors import load_video
 from processors.video_processing_base import normalize_frames
 
 __all__ = [
+    "UnreadableVideoError",
+    "prepare_data_dir",
+    "load_split",
+    "file_sha256",
     "ClipAugmentation",
     "random_resized_crop_box",
     "augment_clip",
@@ -32,6 +37,71 @@ __all__ = [
 ]
 
 
+class UnreadableVideoError(RuntimeError):
+    """A training video could not be decoded (the message names the file and the sample index)."""
+
+
+# --------------------------------------------------------------------------------------------------- data folders
+
+
+def _is_empty_or_missing(folder: Path) -> bool:
+    return not folder.exists() or (folder.is_dir() and not any(folder.iterdir()))
+
+
+def prepare_data_dir(data_dir: str | Path, *, splits: Sequence[str], generate_synthetic: bool = False, dataset: str | None = None) -> str:
+    """Check that ``data_dir`` holds ``<split>.jsonl`` for every split in ``splits``; return the data
+    set's name for the model card (``"synthetic"`` or ``"jsonl"``).
+
+    The folder is read only. The embedded synthetic set is written into it only when asked for
+    (``generate_synthetic``) or when ``dataset == "synthetic"`` and the folder is missing or empty;
+    the generator reuses its own complete set and refuses a folder holding anything else.
+    """
+    from video_text_retrieval.data.synthetic import generate_synthetic_dataset
+
+    data_dir = Path(data_dir)
+    generator_record = data_dir / "dataset_info.json"
+    if generate_synthetic or (dataset == "synthetic" and _is_empty_or_missing(data_dir)):
+        if not (_is_empty_or_missing(data_dir) or generator_record.is_file()):
+            raise FileExistsError(
+                f"--data_dir {data_dir} is not empty and holds no synthetic set of the generator "
+                f"(no {generator_record.name}): refusing to write the synthetic set into it; pass an empty or new folder"
+            )
+        generate_synthetic_dataset(data_dir, seed=0)
+    if data_dir.exists() and not data_dir.is_dir():
+        raise NotADirectoryError(f"--data_dir {data_dir} is not a folder")
+    for split in splits:
+        annotation = data_dir / f"{split}.jsonl"
+        if not annotation.is_file():
+            hint = " (pass --generate_synthetic_data to write the synthetic set into a new folder)" if _is_empty_or_missing(data_dir) else ""
+            raise FileNotFoundError(f"{annotation} not found (--data_dir {data_dir}, split {split!r}){hint}")
+    if dataset is not None:
+        return dataset
+    return "synthetic" if generator_record.is_file() else "jsonl"
+
+
+def load_split(data_dir: str | Path, split: str) -> dict:
+    """Video-level records with absolute paths, the flattened captions and their video index."""
+    from video_text_retrieval.data.loaders import read_jsonl, text_to_video_index
+
+    data_dir = Path(data_dir)
+    records = read_jsonl(data_dir / f"{split}.jsonl")
+    for record in records:
+        record["video_path"] = str((data_dir / record["video_path"]).resolve())
+    captions = [caption for record in records for caption in record["captions"]]
+    return {"records": records, "captions": captions, "text_to_video": text_to_video_index(records)}
+
+
+def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------- training pairs
+
+
 def seed_for_step(seed: int, step: int, rank: int = 0) -> int:
     """A 63-bit seed derived from (seed, global optimizer step, process rank) for the global torch RNG,
     so that dropout, T-MASS noise and MLM masks of a step do not depend on what ran before it."""
@@ -40,7 +110,8 @@ def seed_for_step(seed: int, step: int, rank: int = 0) -> int:
 
 @dataclass
 class ClipAugmentation:
-    """Training augmentation of one clip (tmass.md §8.2 "Train"; unify.md §8.5).
+    """Training augmentation of one clip (T-MASS paper Sec. 4.1 and UNIFY paper Sec. 4.2: random frames,
+    a random resized crop shared by the frames of a clip, an optional flip).
 
     Attributes:
         size: output side length (square crops).
@@ -104,6 +175,11 @@ class TrainPairsDataset(torch.utils.data.Dataset):
     Frames are sampled with ``frame_sampling`` (``"rand"`` for training, as both papers) and augmented
     with ``augmentation``; the random generator of item ``i`` in epoch ``e`` is seeded with
     ``(seed, e, i)``. Call :meth:`set_epoch` at the start of every epoch.
+
+    A video that cannot be decoded raises :class:`UnreadableVideoError` naming it and the sample index;
+    with ``skip_unreadable=True`` the item is ``{"index", "unreadable": path, "error": str}`` instead,
+    and :func:`collate_pairs` drops it from the batch (and lists it under ``"skipped"``). Decoding
+    fails the same way every time, so a resumed run skips the same samples.
     """
 
     def __init__(
@@ -115,6 +191,7 @@ class TrainPairsDataset(torch.utils.data.Dataset):
         augmentation: ClipAugmentation,
         frame_sampling: str = "rand",
         seed: int = 0,
+        skip_unreadable: bool = False,
     ):
         if len(video_paths) != len(captions):
             raise ValueError(f"{len(video_paths)} video paths for {len(captions)} captions: one video per caption expected")
@@ -126,6 +203,7 @@ class TrainPairsDataset(torch.utils.data.Dataset):
         self.augmentation = augmentation
         self.frame_sampling = frame_sampling
         self.seed = seed
+        self.skip_unreadable = skip_unreadable
         self.epoch = 0
         self.load_videos = True
 
@@ -143,7 +221,16 @@ class TrainPairsDataset(torch.utils.data.Dataset):
         item = {"caption": self.captions[index], "index": index}
         if self.load_videos:
             rng = np.random.default_rng([self.seed, self.epoch, index])
-            frames = load_video(self.video_paths[index], self.num_frames, self.frame_sampling, generator=rng)
+            path = self.video_paths[index]
+            try:
+                frames = load_video(path, self.num_frames, self.frame_sampling, generator=rng)
+            except Exception as error:  # any decoder failure: name the file, keep the cause
+                if not self.skip_unreadable:
+                    raise UnreadableVideoError(
+                        f"cannot read training video {path} (sample {index}, caption {self.captions[index]!r}): "
+                        f"{type(error).__name__}: {error}. Pass --skip_unreadable_videos to skip such samples"
+                    ) from error
+                return {"index": index, "unreadable": path, "error": f"{type(error).__name__}: {error}"}
             item["pixel_values_videos"] = augment_clip(frames, self.augmentation, rng)
         return item
 
@@ -166,8 +253,16 @@ class EvalVideosDataset(torch.utils.data.Dataset):
 
 def collate_pairs(items: list[dict], tokenizer, max_length: int | None = None) -> dict:
     """Stack clips (when the items hold any) and tokenize captions (padding to the longest, truncation to
-    ``max_length``)."""
+    ``max_length``). Unreadable items (see `TrainPairsDataset`) are dropped and listed under
+    ``"skipped"`` as ``(index, path, error)``."""
+    skipped = [(item["index"], item["unreadable"], item["error"]) for item in items if "unreadable" in item]
+    items = [item for item in items if "unreadable" not in item]
+    if not items:
+        listed = ", ".join(f"sample {index}: {path}" for index, path, _ in skipped)
+        raise UnreadableVideoError(f"every video of a training batch is unreadable ({listed})")
     batch = {"index": torch.tensor([item["index"] for item in items])}
+    if skipped:
+        batch["skipped"] = skipped
     if "pixel_values_videos" in items[0]:
         batch["pixel_values_videos"] = torch.stack([item["pixel_values_videos"] for item in items])
     if "caption" in items[0]:

@@ -1,6 +1,7 @@
-"""What the training script needs to know about each model: how to compute its training loss on a
-batch (across processes), how to encode and score for evaluation, and which parameters are the
-pretrained backbone.
+"""What the training loop needs to know about each model, as methods and attributes of one task
+object per model type (no ``if model_type == ...`` in the loop): its defaults, its optimizer groups, its
+stage schedule, how to compute its training loss on a batch (across processes), how to encode and
+score for evaluation, and what to report beyond the metrics.
 
 Training goes through :class:`RetrievalTrainingModule`, an ``nn.Module`` whose ``forward`` runs the
 whole step (encode, gather across processes with gradient, loss), so that DDP sees every parameter
@@ -15,6 +16,8 @@ from typing import Any
 import torch
 
 from .distributed import gather_with_grad
+from .optim import LegacyAdamW, split_parameter_groups, weight_matrix_decay_groups
+from .stages import SingleStageSchedule, UnifyStageSchedule
 
 __all__ = ["StepContext", "RetrievalTrainingModule", "TMassTask", "UnifyTask", "TASKS", "task_for_model"]
 
@@ -24,11 +27,15 @@ class StepContext:
     """Per-step facts the loss may depend on."""
 
     step: int
+    """Optimizer step within the video-text phase (UNIFY: counted from the first stage-1 step)."""
     total_steps: int
+    """Number of optimizer steps of that phase."""
     generator: torch.Generator | None = None
     """Seeded identically on every process: for draws over the gathered global batch (T-MASS noise)."""
     local_generator: torch.Generator | None = None
     """Seeded per process: for draws over the local batch (UNIFY's MLM masks)."""
+    distill_weight: float | None = None
+    """UNIFY's self-distillation weight of this step (from `UnifyStageSchedule`)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -45,11 +52,66 @@ class RetrievalTrainingModule(torch.nn.Module):
         return self.task.training_losses(self.model, batch, context)
 
 
-class TMassTask:
-    """T-MASS (tmass.md §5): CLIP features, gathered across processes, then the T-MASS loss on the
-    global batch."""
+class _TaskHooks:
+    """Defaults of the hooks; a task overrides what differs for its model."""
+
+    name: str
+    main_variant: str
+    """The score variant the model card leads with."""
+    defaults: dict = {}
+    """Values of the training arguments left at ``None`` (`arguments.resolve_defaults`)."""
+
+    def prepare_for_wrapping(self, model) -> None:
+        """Called before `accelerator.prepare`: DDP registers the parameters trainable at that point."""
+
+    def stage_schedule(self, model, training_args):
+        return SingleStageSchedule(training_args.num_epochs)
+
+    def build_optimizer(self, model, training_args) -> torch.optim.Optimizer:
+        groups = split_parameter_groups(
+            model.named_parameters(),
+            self.is_backbone,
+            backbone_lr=training_args.backbone_learning_rate or training_args.learning_rate,
+            head_lr=training_args.learning_rate,
+            weight_decay=training_args.weight_decay,
+        )
+        return _optimizer(training_args.optimizer, groups)
+
+    def start_epoch(self, model, schedule, epoch: int, dataset, mid_epoch: bool) -> None:
+        """Called at the start of every epoch (also when a resumed run re-enters one, ``mid_epoch``)."""
+
+    def evaluates_now(self, model) -> bool:
+        """Whether evaluating retrieval makes sense in the model's current state."""
+        return True
+
+    def after_optimizer_step(self, model) -> None:
+        pass
+
+    def analyse(self, processor, split: dict, text_features, video_features) -> dict:
+        """Results beyond the retrieval metrics (merged into ``metrics.json``)."""
+        return {}
+
+    def summary_line(self, analysis: dict) -> str | None:
+        return None
+
+
+def _optimizer(name: str, groups: list[dict]) -> torch.optim.Optimizer:
+    if name == "legacy_adamw":
+        return LegacyAdamW(groups)
+    if name == "adamw":
+        return torch.optim.AdamW(groups)
+    raise ValueError(f"--optimizer: unknown optimizer {name!r}; choose legacy_adamw or adamw")
+
+
+class TMassTask(_TaskHooks):
+    """T-MASS (Wang et al. CVPR 2024, Sec. 3): CLIP features, gathered across processes, then the
+    T-MASS loss (Eq. 10, the support-text term included) on the global batch."""
 
     name = "tmass"
+    main_variant = "tmass"
+    # The official recipe (Sec. 4.1): 5 epochs, the legacy AdamW with weight decay 0.2 on every
+    # parameter, 10% linear warm-up, cosine decay.
+    defaults = {"num_epochs": 5, "weight_decay": 0.2, "warmup_proportion": 0.1, "optimizer": "legacy_adamw"}
 
     @staticmethod
     def is_backbone(parameter_name: str) -> bool:
@@ -88,15 +150,61 @@ class TMassTask:
         }
 
 
-class UnifyTask:
-    """UNIFY (unify.md §7-8): stage 0 MLM on captions, stage 1/2 contrastive + FLOPs + distillation on
-    embeddings gathered across processes (+ MLM on the local captions in stage 2)."""
+class UnifyTask(_TaskHooks):
+    """UNIFY (Liu et al. LREC-COLING 2024, Sec. 3): stage 0 MLM on captions, stage 1/2 contrastive +
+    FLOPs + distillation on embeddings gathered across processes (+ MLM on the local captions in stage 2)."""
 
     name = "unify"
+    main_variant = "fused"
+    # The paper's recipe (Sec. 4.2): 10 epochs, AdamW with weight decay 0.05 on weight matrices, one
+    # learning rate, warm-up over the first epoch then cosine decay.
+    defaults = {"num_epochs": 10, "weight_decay": 0.05, "warmup_epochs": 1.0, "optimizer": "adamw"}
 
     @staticmethod
     def is_backbone(parameter_name: str) -> bool:
-        return False  # UNIFY trains with one learning rate (decisions 24)
+        return False  # one learning rate for every parameter (paper Sec. 4.2)
+
+    def prepare_for_wrapping(self, model) -> None:
+        # Wrapped with every parameter trainable; the stages only freeze afterwards.
+        model.set_training_stage(2)
+
+    def stage_schedule(self, model, training_args) -> UnifyStageSchedule:
+        return UnifyStageSchedule(
+            num_epochs=training_args.num_epochs,
+            stage0_epochs=training_args.stage0_epochs,
+            stage1_epochs=training_args.stage1_epochs,
+            distill_weight_start=float(model.config.distill_weight_start),
+            distill_weight_end=float(model.config.distill_weight_end),
+        )
+
+    def build_optimizer(self, model, training_args) -> torch.optim.Optimizer:
+        groups = weight_matrix_decay_groups(model, lr=training_args.learning_rate, weight_decay=training_args.weight_decay)
+        return _optimizer(training_args.optimizer, groups)
+
+    def start_epoch(self, model, schedule: UnifyStageSchedule, epoch: int, dataset, mid_epoch: bool) -> None:
+        stage = schedule.stage_at_epoch(epoch)
+        if schedule.is_first_video_text_epoch(epoch) and not mid_epoch:
+            model.copy_text_lexicon_branch_to_latent_branch()  # the MLM-trained layers start both branches
+        model.set_training_stage(stage)
+        dataset.set_load_videos(stage != 0)  # stage 0 is text-only MLM: no decoding
+
+    def evaluates_now(self, model) -> bool:
+        return model.training_stage != 0
+
+    def analyse(self, processor, split: dict, text_features, video_features) -> dict:
+        from .evaluation import lexicon_analysis
+
+        return {"lexicon": lexicon_analysis(processor.tokenizer, split, text_features, video_features)}
+
+    def summary_line(self, analysis: dict) -> str:
+        lexicon = analysis["lexicon"]
+        hit_rate = lexicon["concept_word_hit_rate_top10"]
+        hits = "n/a" if hit_rate is None else f"{hit_rate:.1%}"
+        return (
+            f"lexicon: {hits} of caption concept words in the top-10 video "
+            f"words; non-zeros per vector: video {lexicon['video_nonzeros_mean']:.1f}, "
+            f"text {lexicon['text_nonzeros_mean']:.1f} (of {lexicon['vocab_size']})"
+        )
 
     def training_losses(self, model, batch: dict, context: StepContext) -> dict[str, torch.Tensor]:
         stage = model.training_stage
@@ -112,7 +220,9 @@ class UnifyTask:
         video = model.get_video_features(batch["pixel_values_videos"])
         text_latent, text_lexicon = text.pooler_output, text.lexicon_embeds
         video_latent, video_lexicon = video.pooler_output, video.lexicon_embeds
-        distill_weight = model.distill_weight_at(context.step, context.total_steps)
+        distill_weight = context.distill_weight
+        if distill_weight is None:
+            distill_weight = model.distill_weight_at(context.step, context.total_steps)
         terms = model.compute_loss(
             gather_with_grad(video_latent),
             gather_with_grad(video_lexicon),
@@ -127,9 +237,6 @@ class UnifyTask:
             logs["mlm_loss"] = mlm_loss.detach()
         logs["distill_weight"] = torch.tensor(distill_weight)
         return {"loss": loss, **logs}
-
-    def after_optimizer_step(self, model) -> None:
-        pass
 
     @torch.no_grad()
     def encode_texts(self, model, input_ids, attention_mask):
