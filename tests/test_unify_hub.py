@@ -71,13 +71,13 @@ def test_safetensors_round_trip_keeps_the_tie_and_the_outputs(tmp_path):
     assert (tmp_path / "model.safetensors").is_file()
     with safe_open(str(tmp_path / "model.safetensors"), "pt") as stored:
         keys = set(stored.keys())
-    assert "text_embeddings.word_embeddings.weight" in keys
+    assert "text_model.embeddings.word_embeddings.weight" in keys
     assert "lexicon_head.predictions.decoder.weight" not in keys  # the tied copy is not stored
 
     loaded, info = UnifyModel.from_pretrained(tmp_path, output_loading_info=True)
     assert not info["missing_keys"]
     assert not info["unexpected_keys"] and not info["mismatched_keys"]
-    assert loaded.lexicon_head.predictions.decoder.weight is loaded.text_embeddings.word_embeddings.weight
+    assert loaded.lexicon_head.predictions.decoder.weight is loaded.text_model.embeddings.word_embeddings.weight
     assert loaded.lexicon_head.predictions.decoder.bias is loaded.lexicon_head.predictions.bias
     for name, tensor in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], tensor), name
@@ -88,15 +88,15 @@ def test_safetensors_round_trip_keeps_the_tie_and_the_outputs(tmp_path):
 
     # the tie is live after loading: training the word embeddings moves the lexicon decoder
     with torch.no_grad():
-        loaded.text_embeddings.word_embeddings.weight[10].add_(1.0)
-    decoder, embeddings = loaded.lexicon_head.predictions.decoder, loaded.text_embeddings.word_embeddings
+        loaded.text_model.embeddings.word_embeddings.weight[10].add_(1.0)
+    decoder, embeddings = loaded.lexicon_head.predictions.decoder, loaded.text_model.embeddings.word_embeddings
     assert torch.equal(decoder.weight[10], embeddings.weight[10])
 
 
 def test_loading_in_bfloat16(tmp_path):
     _model().save_pretrained(tmp_path)
     loaded = UnifyModel.from_pretrained(tmp_path, dtype=torch.bfloat16)
-    assert loaded.vision_model.stem[0].attn.qkv.weight.dtype == torch.bfloat16
+    assert loaded.vision_model.encoder.stem[0].attn.qkv.weight.dtype == torch.bfloat16
     with torch.no_grad():
         output = loaded(**_inputs(), return_loss=True)
     assert torch.isfinite(output.loss) and output.video_lexicon_embeds.dtype == torch.float32
@@ -152,7 +152,7 @@ REMOTE_SCRIPT = textwrap.dedent(
     model = AutoModel.from_pretrained(folder, trust_remote_code=True)
     assert type(config).__name__ == "UnifyConfig" and type(model).__name__ == "UnifyModel"
     assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
-    assert model.lexicon_head.predictions.decoder.weight is model.text_embeddings.word_embeddings.weight
+    assert model.lexicon_head.predictions.decoder.weight is model.text_model.embeddings.word_embeddings.weight
     inputs = load_file(inputs_file)
     with torch.no_grad():
         output = model(**inputs, return_loss=True)

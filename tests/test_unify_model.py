@@ -152,11 +152,11 @@ def test_one_frame_input_reproduces_the_timm_vit_after_conversion(qkv_bias):
     torch.testing.assert_close(tower.lexicon_last_hidden_state, expected, atol=1e-5, rtol=0)
 
     vision = model.vision_model
-    torch.testing.assert_close(vision.latent_layers[0].mlp.fc1.weight, vit.blocks[2].mlp.fc1.weight, atol=0, rtol=0)
-    assert vision.latent_layers[0].mlp.fc1.weight.data_ptr() != vision.lexicon_layers[0].mlp.fc1.weight.data_ptr()
+    torch.testing.assert_close(vision.encoder.latent_layers[0].mlp.fc1.weight, vit.blocks[2].mlp.fc1.weight, atol=0, rtol=0)
+    assert vision.encoder.latent_layers[0].mlp.fc1.weight.data_ptr() != vision.encoder.lexicon_layers[0].mlp.fc1.weight.data_ptr()
     if not qkv_bias:  # MIIL-style ViT: the bias is set to zero explicitly (§3.4)
-        assert torch.count_nonzero(vision.stem[0].attn.qkv.bias) == 0
-    for block in [*vision.stem, *vision.latent_layers, *vision.lexicon_layers]:
+        assert torch.count_nonzero(vision.encoder.stem[0].attn.qkv.bias) == 0
+    for block in [*vision.encoder.stem, *vision.encoder.latent_layers, *vision.encoder.lexicon_layers]:
         assert torch.count_nonzero(block.timeattn.qkv.weight) == 0
         assert torch.all(block.timeattn.proj.weight == 1) and torch.count_nonzero(block.timeattn.proj.bias) == 0
         assert torch.all(block.norm3.weight == 1) and torch.count_nonzero(block.norm3.bias) == 0
@@ -190,16 +190,16 @@ def test_text_stem_and_branches_reproduce_bert_and_its_mlm_head():
     with torch.no_grad():
         reference = bert.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         reference_logits = bert(input_ids=input_ids, attention_mask=attention_mask).logits
-        tower = model._text_tower(input_ids, attention_mask)
+        tower = model.text_model(input_ids, attention_mask)
         logits = model.get_text_mlm_logits(input_ids, attention_mask)
     valid = attention_mask.bool()
     torch.testing.assert_close(tower.latent_last_hidden_state[valid], reference[valid], atol=1e-5, rtol=0)
     torch.testing.assert_close(tower.lexicon_last_hidden_state[valid], reference[valid], atol=1e-5, rtol=0)
     torch.testing.assert_close(logits[valid], reference_logits[valid], atol=1e-5, rtol=0)
     # the two branches are independent copies, and the decoder is tied to the NEW word embeddings
-    latent_dense, lexicon_dense = model.text_latent_layers[0].output.dense, model.text_lexicon_layers[0].output.dense
+    latent_dense, lexicon_dense = model.text_model.encoder.latent_layers[0].output.dense, model.text_model.encoder.lexicon_layers[0].output.dense
     assert latent_dense.weight.data_ptr() != lexicon_dense.weight.data_ptr()
-    word_embeddings = model.text_embeddings.word_embeddings.weight
+    word_embeddings = model.text_model.embeddings.word_embeddings.weight
     assert model.lexicon_head.predictions.decoder.weight is word_embeddings
     assert word_embeddings.data_ptr() != bert.bert.embeddings.word_embeddings.weight.data_ptr()
 
@@ -214,7 +214,7 @@ def test_text_split_matches_a_plain_bert_model_built_from_the_same_config():
     input_ids, attention_mask = caption_batch(batch=2, length=7, seed=1)
     with torch.no_grad():
         expected = bert_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        latent = model._text_tower(input_ids, attention_mask).latent_last_hidden_state
+        latent = model.text_model(input_ids, attention_mask).latent_last_hidden_state
     valid = attention_mask.bool()
     torch.testing.assert_close(latent[valid], expected[valid], atol=1e-5, rtol=0)
 
@@ -241,8 +241,8 @@ def test_builder_reads_files_and_state_dicts(tmp_path):
     assert from_pth.config.vision_config.num_attention_heads == 4
     reference = from_objects.state_dict()
     for other in (from_files, from_pth):
-        for key in ("vision_model.stem.1.attn.qkv.weight", "vision_model.lexicon_layernorm.weight",
-                    "text_lexicon_layers.0.attention.self.query.weight", "lexicon_head.predictions.bias"):  # fmt: skip
+        for key in ("vision_model.encoder.stem.1.attn.qkv.weight", "vision_model.lexicon_layernorm.weight",
+                    "text_model.encoder.lexicon_layers.0.attention.self.query.weight", "lexicon_head.predictions.bias"):  # fmt: skip
             torch.testing.assert_close(other.state_dict()[key], reference[key], atol=0, rtol=0)
 
 
@@ -379,17 +379,19 @@ def test_bad_inputs_raise_errors_naming_the_argument():
         model.set_training_stage(3)
 
 
-def test_return_loss_default_computes_the_loss_only_when_the_stage_inputs_are_present():
+def test_return_loss_is_off_by_default_and_names_the_missing_inputs():
+    """Like CLIP: no loss unless asked for (the HF Trainer's collator passes `return_loss=True`)."""
     model = tiny_model().eval()
     inputs = full_inputs()
+    without_mlm = {k: v for k, v in inputs.items() if not k.startswith("mlm_")}
     with torch.no_grad():
-        assert model(**inputs).loss is not None  # a training batch (HF Trainer)
-        without_mlm = {k: v for k, v in inputs.items() if not k.startswith("mlm_")}
-        assert model(**without_mlm).loss is None  # stage 2 needs the MLM inputs
+        assert model(**inputs).loss is None
         assert model(**inputs, return_loss=False).loss is None
+        assert model(**inputs, return_loss=True).loss is not None
+        with pytest.raises(ValueError, match="mlm_input_ids"):  # stage 2 needs the MLM inputs
+            model(**without_mlm, return_loss=True)
         model.set_training_stage(1)
-        assert model(**without_mlm).loss is not None
-        assert model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).loss is None
+        assert model(**without_mlm, return_loss=True).loss is not None
         with pytest.raises(ValueError, match="pixel_values_videos"):
             model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], return_loss=True)
 
@@ -414,7 +416,7 @@ def test_hidden_states_and_tuple_outputs():
 
 
 def _text_side_parameters(model: UnifyModel) -> dict[str, torch.Tensor]:
-    prefixes = ("text_embeddings.", "text_stem.", "text_latent_layers.", "text_lexicon_layers.", "lexicon_head.")
+    prefixes = ("text_model.", "lexicon_head.")
     return {name: p for name, p in model.named_parameters() if name.startswith(prefixes)}
 
 
@@ -423,7 +425,7 @@ def test_stage_one_step_leaves_the_text_side_bit_identical():
     model.set_training_stage(1)
     model.train()
     assert model.training_stage == 1 and model.training
-    assert not model.text_stem.training and not model.lexicon_head.training  # frozen modules stay in eval()
+    assert not model.text_model.encoder.stem.training and not model.lexicon_head.training  # frozen modules stay in eval()
     assert model.vision_model.training and model.text_projection.training
 
     text_before = {name: p.detach().clone() for name, p in _text_side_parameters(model).items()}
@@ -432,10 +434,10 @@ def test_stage_one_step_leaves_the_text_side_bit_identical():
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.05)
 
     output = model(**full_inputs(), return_loss=True)
-    assert output.mlm_loss is None  # no MLM in stage 1
+    assert output.loss_mlm is None  # no MLM in stage 1
     output.loss.backward()
     assert all(p.grad is None for p in _text_side_parameters(model).values())  # nothing reaches the text side
-    assert model.text_embeddings.word_embeddings.weight.grad is None
+    assert model.text_model.embeddings.word_embeddings.weight.grad is None
     assert model.text_projection.weight.grad is not None
     optimizer.step()
 
@@ -443,20 +445,20 @@ def test_stage_one_step_leaves_the_text_side_bit_identical():
         assert torch.equal(parameter, text_before[name]), name
     changed = [name for name, p in model.vision_model.named_parameters() if not torch.equal(p, video_before[name])]
     assert len(changed) > len(video_before) // 2
-    assert any(name.startswith("lexicon_layers.") for name in changed)  # video lexicon trains through the frozen head
+    assert any(name.startswith("encoder.lexicon_layers.") for name in changed)  # video lexicon trains through the frozen head
     assert not torch.equal(model.text_projection.weight, projection_before)
 
     model.eval()
     model.train()
-    assert model.training_stage == 1 and not model.text_embeddings.training  # stage kept across eval()/train()
+    assert model.training_stage == 1 and not model.text_model.embeddings.training  # stage kept across eval()/train()
 
 
 def test_stage_one_alternative_b_trains_the_text_latent_branch():
     model = tiny_model(stage1_train_text_latent_branch=True)
     model.set_training_stage(1)
     model(**full_inputs(), return_loss=True).loss.backward()
-    assert model.text_latent_layers[0].output.dense.weight.grad is not None
-    assert model.text_stem[0].output.dense.weight.grad is None
+    assert model.text_model.encoder.latent_layers[0].output.dense.weight.grad is not None
+    assert model.text_model.encoder.stem[0].output.dense.weight.grad is None
 
 
 def test_stage_zero_is_text_only_mlm_with_the_video_side_frozen():
@@ -465,13 +467,13 @@ def test_stage_zero_is_text_only_mlm_with_the_video_side_frozen():
     inputs = full_inputs()
     output = model(mlm_input_ids=inputs["mlm_input_ids"], attention_mask=inputs["attention_mask"],
                    mlm_labels=inputs["mlm_labels"], return_loss=True)  # fmt: skip
-    assert output.latent_contrastive_loss is None
-    torch.testing.assert_close(output.loss, output.mlm_loss)
+    assert output.loss_latent is None
+    torch.testing.assert_close(output.loss, output.loss_mlm)
     output.loss.backward()
     assert all(not p.requires_grad and p.grad is None for p in model.vision_model.parameters())
     assert not model.video_projection.weight.requires_grad
-    assert model.text_embeddings.word_embeddings.weight.grad is not None
-    assert model.text_lexicon_layers[0].output.dense.weight.grad is not None
+    assert model.text_model.embeddings.word_embeddings.weight.grad is not None
+    assert model.text_model.encoder.lexicon_layers[0].output.dense.weight.grad is not None
     model.set_training_stage(2)
     assert all(p.requires_grad for p in model.parameters())
 
@@ -482,8 +484,8 @@ def test_total_loss_is_the_weighted_sum_of_its_terms():
         stage2 = model(**full_inputs(), return_loss=True, distill_weight=0.3)
         default_alpha = model(**full_inputs(), return_loss=True)
     expected = (
-        stage2.latent_contrastive_loss + stage2.lexicon_contrastive_loss + 0.01 * stage2.flops_loss
-        + 0.3 * stage2.distill_loss + stage2.mlm_loss
+        stage2.loss_latent + stage2.loss_lexicon + 0.01 * stage2.loss_flops
+        + 0.3 * stage2.loss_distill + stage2.loss_mlm
     )  # fmt: skip
     torch.testing.assert_close(stage2.loss, expected)
     inputs = full_inputs()
@@ -492,30 +494,28 @@ def test_total_loss_is_the_weighted_sum_of_its_terms():
         direct = model.mlm_loss(inputs["mlm_input_ids"], inputs["attention_mask"], inputs["mlm_labels"])
     expected_mlm = torch.nn.functional.cross_entropy(logits.flatten(0, 1), inputs["mlm_labels"].flatten())
     torch.testing.assert_close(direct, expected_mlm)
-    torch.testing.assert_close(stage2.mlm_loss, expected_mlm)
-    torch.testing.assert_close(default_alpha.loss - stage2.loss, 0.7 * stage2.distill_loss)  # config α = 1.0
-    assert model.distill_weight_at(0, 11) == 1.0 and model.distill_weight_at(10, 11) == 0.0
-    assert math.isclose(model.distill_weight_at(5, 11), 0.5)
+    torch.testing.assert_close(stage2.loss_mlm, expected_mlm)
+    torch.testing.assert_close(default_alpha.loss - stage2.loss, 0.7 * stage2.loss_distill)  # config α = 1.0
 
     no_mlm = tiny_model(flops_weight=0.01, use_mlm=False, use_self_distillation=False).eval()
     inputs = full_inputs()
     del inputs["mlm_input_ids"], inputs["mlm_labels"]
     with torch.no_grad():
         output = no_mlm(**inputs, return_loss=True)
-    assert output.mlm_loss is None and output.distill_loss is None
+    assert output.loss_mlm is None and output.loss_distill is None
     torch.testing.assert_close(
-        output.loss, output.latent_contrastive_loss + output.lexicon_contrastive_loss + 0.01 * output.flops_loss
+        output.loss, output.loss_latent + output.loss_lexicon + 0.01 * output.loss_flops
     )
 
 
 def test_self_distillation_sends_no_gradient_to_the_latent_side():
     model = tiny_model()
     output = model(**full_inputs(), return_loss=True)
-    output.distill_loss.backward()
+    output.loss_distill.backward()
     assert model.video_projection.weight.grad is None and model.text_projection.weight.grad is None
-    assert model.vision_model.latent_layers[0].mlp.fc1.weight.grad is None
-    assert model.vision_model.lexicon_layers[0].mlp.fc1.weight.grad.abs().sum() > 0
-    assert model.vision_model.stem[0].mlp.fc1.weight.grad.abs().sum() > 0  # the lexicon side enriches the stem
+    assert model.vision_model.encoder.latent_layers[0].mlp.fc1.weight.grad is None
+    assert model.vision_model.encoder.lexicon_layers[0].mlp.fc1.weight.grad.abs().sum() > 0
+    assert model.vision_model.encoder.stem[0].mlp.fc1.weight.grad.abs().sum() > 0  # the lexicon side enriches the stem
 
 
 def test_short_training_through_stages_zero_one_two_lowers_each_loss():
@@ -568,7 +568,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     model.zero_grad(set_to_none=True)
 
     model.activation_checkpointing_enable()  # transformers 5: non-reentrant torch checkpointing
-    assert model.vision_model.stem[0].gradient_checkpointing and model.text_stem[0].gradient_checkpointing
+    assert model.vision_model.encoder.stem[0].gradient_checkpointing and model.text_model.encoder.stem[0].gradient_checkpointing
     model.train()
     model(**inputs, return_loss=True).loss.backward()
     assert set(reference) == {name for name, p in model.named_parameters() if p.grad is not None}
@@ -579,7 +579,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     model.zero_grad(set_to_none=True)
     model.set_training_stage(1)  # frozen text side under no_grad, checkpointed video side
     model(**inputs, return_loss=True).loss.backward()
-    assert model.vision_model.stem[0].attn.qkv.weight.grad is not None
+    assert model.vision_model.encoder.stem[0].attn.qkv.weight.grad is not None
 
 
 def test_bfloat16_autocast_on_cpu_trains():
@@ -610,7 +610,7 @@ def test_bfloat16_weights_run():
 def test_drop_path_is_active_only_in_training():
     model = tiny_model(vision={"drop_path_rate": 0.5}).train()
     videos = video_batch(batch=8)
-    assert model.vision_model.latent_layers[0].drop_path_rate == pytest.approx(0.5)
+    assert model.vision_model.encoder.latent_layers[0].drop_path_rate == pytest.approx(0.5)
     torch.manual_seed(0)
     first = model.get_video_features(videos).pooler_output
     second = model.get_video_features(videos).pooler_output
@@ -624,4 +624,4 @@ def test_deep_copies_keep_the_tie_and_the_stage():
     model.set_training_stage(1)
     clone = copy.deepcopy(model)
     assert clone.training_stage == 1
-    assert clone.lexicon_head.predictions.decoder.weight is clone.text_embeddings.word_embeddings.weight
+    assert clone.lexicon_head.predictions.decoder.weight is clone.text_model.embeddings.word_embeddings.weight
