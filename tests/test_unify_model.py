@@ -1,4 +1,4 @@
-"""UnifyModel: architecture parity (spec unify.md §13), stages, heads, pooling, precision, checkpointing.
+"""UnifyModel: architecture parity with BERT and timm's ViT, stages, heads, pooling, precision, checkpointing.
 
 Every model here is tiny (width 32, 3-4 layers, 32-pixel frames, vocabulary 100) and built locally; nothing
 is downloaded.
@@ -17,6 +17,7 @@ from transformers import BertConfig, BertForMaskedLM, BertModel
 from modeling_unify import (
     UnifyConfig,
     UnifyModel,
+    UnifyOutput,
     make_mlm_inputs,
     pool_lexicon,
 )
@@ -131,7 +132,7 @@ def tiny_timm_vit(qkv_bias: bool = True, depth: int = 4, patch_size: int = 8, se
 
 
 # --------------------------------------------------------------------------------------------------------
-# §13.1 1-frame ViT parity after conversion from timm, and the §3.4 temporal initialisation
+# 1-frame ViT parity after conversion from timm, and the zero-output temporal initialisation
 # --------------------------------------------------------------------------------------------------------
 
 
@@ -154,7 +155,7 @@ def test_one_frame_input_reproduces_the_timm_vit_after_conversion(qkv_bias):
     vision = model.vision_model
     torch.testing.assert_close(vision.encoder.latent_layers[0].mlp.fc1.weight, vit.blocks[2].mlp.fc1.weight, atol=0, rtol=0)
     assert vision.encoder.latent_layers[0].mlp.fc1.weight.data_ptr() != vision.encoder.lexicon_layers[0].mlp.fc1.weight.data_ptr()
-    if not qkv_bias:  # MIIL-style ViT: the bias is set to zero explicitly (§3.4)
+    if not qkv_bias:  # MIIL-style ViT: the bias is set to zero explicitly
         assert torch.count_nonzero(vision.encoder.stem[0].attn.qkv.bias) == 0
     for block in [*vision.encoder.stem, *vision.encoder.latent_layers, *vision.encoder.lexicon_layers]:
         assert torch.count_nonzero(block.timeattn.qkv.weight) == 0
@@ -177,7 +178,7 @@ def test_frames_see_only_their_own_frame_and_the_cls_at_initialisation():
 
 
 # --------------------------------------------------------------------------------------------------------
-# §13.2 text split parity with BertModel / BertForMaskedLM
+# Text split parity with BertModel / BertForMaskedLM
 # --------------------------------------------------------------------------------------------------------
 
 
@@ -272,7 +273,7 @@ def test_builder_never_downloads_when_offline(monkeypatch):
 
 
 # --------------------------------------------------------------------------------------------------------
-# §13.3 max-then-activate, and §5.3 pooling sets
+# Max-then-activate, and the pooling sets
 # --------------------------------------------------------------------------------------------------------
 
 
@@ -332,7 +333,7 @@ def test_lexicons_pool_patches_without_cls_and_tokens_without_padding():
 
 
 # --------------------------------------------------------------------------------------------------------
-# §13.7 shapes for 4 frames and 1; input validation
+# Shapes for 4 frames and 1; input validation
 # --------------------------------------------------------------------------------------------------------
 
 
@@ -411,7 +412,7 @@ def test_hidden_states_and_tuple_outputs():
 
 
 # --------------------------------------------------------------------------------------------------------
-# Training stages (§8.2, decisions 12) — §13.5 stage-1 step
+# Training stages (paper Sec. 3.3) and the stage-1 step
 # --------------------------------------------------------------------------------------------------------
 
 
@@ -521,7 +522,7 @@ def test_self_distillation_sends_no_gradient_to_the_latent_side():
 def test_short_training_through_stages_zero_one_two_lowers_each_loss():
     model = tiny_model()
     inputs = full_inputs(batch=4)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.05)  # over ALL parameters (§8.2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.05)  # over ALL parameters, as training does
     for stage in (0, 1, 2):
         model.set_training_stage(stage)
         model.train()
@@ -625,3 +626,201 @@ def test_deep_copies_keep_the_tie_and_the_stage():
     clone = copy.deepcopy(model)
     assert clone.training_stage == 1
     assert clone.lexicon_head.predictions.decoder.weight is clone.text_model.embeddings.word_embeddings.weight
+
+
+# --------------------------------------------------------------------------------------------------------
+# The API both models share: orientation, loss function and output type, main input, construction
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_similarities_are_text_major_and_refuse_the_old_four_tensor_call():
+    model = tiny_model().eval()
+    input_ids, attention_mask = caption_batch(batch=3)
+    with torch.no_grad():
+        text = model.get_text_features(input_ids, attention_mask)
+        video = model.get_video_features(video_batch(batch=2))
+        latent, lexicon, fused = model.compute_similarities(text, video)
+        from_pairs = model.compute_similarities(_pair(text), _pair(video))
+        output = model(input_ids=input_ids, attention_mask=attention_mask, pixel_values_videos=video_batch(batch=2))
+    assert latent.shape == lexicon.shape == fused.shape == (3, 2)  # [N_text, N_video], like TMassModel.similarity
+    expected = torch.nn.functional.normalize(text.pooler_output, dim=-1) @ torch.nn.functional.normalize(
+        video.pooler_output, dim=-1
+    ).t()
+    torch.testing.assert_close(latent, expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(fused, latent + lexicon, atol=1e-6, rtol=0)
+    for mine, theirs in zip((latent, lexicon, fused), from_pairs):
+        torch.testing.assert_close(mine, theirs, atol=0, rtol=0)
+    torch.testing.assert_close(output.logits_per_text, fused, atol=1e-6, rtol=0)
+    with pytest.raises(TypeError):  # (video_latent, video_lexicon, text_latent, text_lexicon) was the old order
+        model.compute_similarities(*_pair(video), *_pair(text))
+    with pytest.raises(TypeError, match="text_features"):
+        model.compute_similarities(text.pooler_output, video)
+
+
+def test_main_input_name_is_the_first_argument_of_forward():
+    import inspect
+
+    parameters = [name for name in inspect.signature(UnifyModel.forward).parameters if name != "self"]
+    assert UnifyModel.main_input_name == parameters[0] == "input_ids"
+
+
+def test_one_stage_rule_for_forward_and_the_training_task():
+    """`stage_loss_terms` names the terms, `compute_loss` computes them, and the training task's loss (which
+    gathers embeddings, here in one process) equals `forward(return_loss=True)`'s."""
+    from video_text_retrieval.tasks import StepContext, UnifyTask, linear_distill_weight
+
+    class Tokenizer:  # what `make_mlm_inputs` reads from a tokenizer
+        mask_token_id, all_special_ids = MASK_ID, SPECIAL_IDS
+
+        def __len__(self):
+            return VOCAB_SIZE
+
+    model = tiny_model(bag_of_words_weight=0.5).eval()
+    assert model.stage_loss_terms(0) == ("loss_mlm", "loss_bag_of_words")
+    assert model.stage_loss_terms(1) == ("loss_latent", "loss_lexicon", "loss_flops", "loss_distill")
+    assert model.stage_loss_terms(2) == ("loss_latent", "loss_lexicon", "loss_flops", "loss_distill", "loss_mlm")
+    assert tiny_model(use_mlm=False, use_self_distillation=False).stage_loss_terms(2) == (
+        "loss_latent", "loss_lexicon", "loss_flops",
+    )  # fmt: skip
+    assert linear_distill_weight(0, 11) == 1.0 and linear_distill_weight(10, 11) == 0.0
+    assert math.isclose(linear_distill_weight(5, 11), 0.5)
+
+    input_ids, attention_mask = caption_batch(batch=4, seed=3)
+    batch = dict(input_ids=input_ids, attention_mask=attention_mask, pixel_values_videos=video_batch(batch=4))
+    task = UnifyTask()
+    for stage in (0, 1, 2):
+        model.set_training_stage(stage)
+        model.eval()  # no dropout: the two paths must agree exactly
+        context = StepContext(step=3, total_steps=11, local_generator=torch.Generator().manual_seed(5),
+                              extra={"tokenizer": Tokenizer()})  # fmt: skip
+        with torch.no_grad():
+            task_losses = task.training_losses(model, batch, context)
+            mlm_input_ids, mlm_labels = model.make_mlm_inputs(
+                input_ids, attention_mask, tokenizer=Tokenizer(), generator=torch.Generator().manual_seed(5)
+            )
+            output = model(**batch, mlm_input_ids=mlm_input_ids, mlm_labels=mlm_labels, return_loss=True,
+                           distill_weight=linear_distill_weight(3, 11))  # fmt: skip
+            direct = model.compute_loss(
+                model.get_text_features(input_ids, attention_mask), model.get_video_features(batch["pixel_values_videos"]),
+                input_ids=input_ids, attention_mask=attention_mask, mlm_input_ids=mlm_input_ids, mlm_labels=mlm_labels,
+                distill_weight=linear_distill_weight(3, 11),
+            )  # fmt: skip
+        assert isinstance(direct, UnifyOutput)
+        terms = model.stage_loss_terms()
+        assert set(task_losses) - {"loss", "distill_weight"} == set(terms)
+        present = {name for name in output.keys() if name.startswith("loss_")}
+        assert present == set(terms), (stage, present)
+        torch.testing.assert_close(task_losses["loss"], output.loss, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(direct.loss, output.loss, atol=1e-6, rtol=1e-6)
+        weights = {"loss_flops": model.config.flops_weight, "loss_distill": linear_distill_weight(3, 11),
+                   "loss_bag_of_words": 0.5}  # fmt: skip
+        torch.testing.assert_close(output.loss, sum(weights.get(name, 1.0) * output[name] for name in terms))
+
+
+@pytest.mark.parametrize("context", ["torch_meta_device", "accelerate_init_empty_weights"])
+def test_the_model_can_be_built_on_the_meta_device(context):
+    config = tiny_config(vision={"drop_path_rate": 0.1})
+    if context == "torch_meta_device":
+        with torch.device("meta"):
+            model = UnifyModel(config)
+    else:
+        accelerate = pytest.importorskip("accelerate")
+        with accelerate.init_empty_weights(include_buffers=True):
+            model = UnifyModel(config)
+    assert all(tensor.device.type == "meta" for tensor in [*model.parameters(), *model.buffers()])
+    assert model.lexicon_head.predictions.decoder.weight is model.text_model.embeddings.word_embeddings.weight
+    rates = [block.drop_path_rate for block in model.vision_model.encoder.latent_layers]
+    assert rates == [pytest.approx(0.1)]  # the schedule is plain floats, computed without tensors
+
+
+def test_config_output_hidden_states_and_return_dict_are_honoured():
+    model = tiny_model().eval()
+    input_ids, attention_mask = caption_batch(batch=2)
+    with torch.no_grad():
+        plain = model.get_text_features(input_ids, attention_mask)
+        model.config.output_hidden_states = True
+        text = model.get_text_features(input_ids, attention_mask)
+        video = model.get_video_features(video_batch(batch=2))
+        model.config.output_hidden_states = False
+        as_tuple = model.get_video_features(video_batch(batch=2), return_dict=False)
+    assert plain.hidden_states is None
+    assert len(text.hidden_states) == 1 + 2 + 1 and len(video.hidden_states) == 1 + 2 + 1  # embeddings, stem, branch
+    assert isinstance(as_tuple, tuple)
+    torch.testing.assert_close(as_tuple[0], video.pooler_output, atol=0, rtol=0)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Grounding a from-scratch text tower in stage 0 (the bag-of-words reconstruction)
+# --------------------------------------------------------------------------------------------------------
+
+
+def _train_text_tower_from_scratch(bag_of_words_weight: float, steps: int = 300):
+    """Stage 0 on the synthetic captions of seen (colour, shape) pairs; returns the model, tokenizer and the
+    captions of the held-out pairs (unseen combinations of seen words)."""
+    from video_text_retrieval.data.synthetic import _is_held_out, all_concept_tuples, caption_for
+    from video_text_retrieval.data.tokenizers import build_bert_tokenizer
+
+    tuples = all_concept_tuples()
+    train = [caption_for(c, template) for c in tuples if not _is_held_out(c) for template in range(3)]
+    test = [caption_for(c, i % 3) for i, c in enumerate(c for c in tuples if _is_held_out(c))]
+    tokenizer = build_bert_tokenizer(train + test)
+    torch.manual_seed(0)
+    model = UnifyModel(
+        tiny_config(
+            text={"vocab_size": len(tokenizer), "num_hidden_layers": 2, "pad_token_id": tokenizer.pad_token_id},
+            vision={"num_hidden_layers": 2},
+            num_shared_layers=1,
+            bag_of_words_weight=bag_of_words_weight,
+        )
+    )
+    model.set_training_stage(0)
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3, weight_decay=0.05)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        rows = torch.randint(len(train), (64,), generator=generator).tolist()
+        batch = tokenizer([train[i] for i in rows], padding=True, return_tensors="pt")
+        mlm_input_ids, mlm_labels = model.make_mlm_inputs(
+            batch["input_ids"], batch["attention_mask"], tokenizer=tokenizer, generator=generator
+        )
+        output = model.compute_loss(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+            mlm_input_ids=mlm_input_ids, mlm_labels=mlm_labels,
+        )  # fmt: skip
+        optimizer.zero_grad()
+        output.loss.backward()
+        optimizer.step()
+    return model.eval(), tokenizer, test
+
+
+def _lexicon_grounding(model, tokenizer, captions) -> tuple[float, float]:
+    """(share of each caption's top-|words| lexicon words that are its own words, mean pairwise cosine of the
+    lexicons of different captions)."""
+    from modeling_unify import lexicon_top_words
+
+    encoded = tokenizer(captions, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        lexicon = model.get_text_features(encoded["input_ids"], encoded["attention_mask"]).lexicon_embeds
+    special = set(tokenizer.all_special_ids)
+    hits = total = 0
+    for row, ids in zip(lexicon, encoded["input_ids"].tolist()):
+        words = {tokenizer.convert_ids_to_tokens(i) for i in ids if i not in special}
+        top = {word for word, _ in lexicon_top_words(row, tokenizer, k=len(words))}
+        hits, total = hits + len(top & words), total + len(words)
+    normalised = torch.nn.functional.normalize(lexicon, dim=-1)
+    cosine = (normalised @ normalised.t())[~torch.eye(len(captions), dtype=torch.bool)]
+    return hits / total, float(cosine.mean())
+
+
+def test_stage_zero_bag_of_words_grounds_the_text_lexicon_in_the_captions_words():
+    """MLM alone (the paper's objective, meant for a pretrained BERT) leaves a from-scratch text lexicon nearly
+    the same for every caption; the bag-of-words term makes each caption's top words its own words, on
+    held-out captions (unseen combinations), and pulls different captions apart."""
+    grounded, tokenizer, test = _train_text_tower_from_scratch(bag_of_words_weight=1.0)
+    own_word_share, mean_cosine = _lexicon_grounding(grounded, tokenizer, test)
+    mlm_only, _, _ = _train_text_tower_from_scratch(bag_of_words_weight=0.0)
+    baseline_share, baseline_cosine = _lexicon_grounding(mlm_only, tokenizer, test)
+    print(f"own-word share {own_word_share:.3f} (MLM only {baseline_share:.3f}); mean pairwise cosine "
+          f"{mean_cosine:.3f} (MLM only {baseline_cosine:.3f})")  # fmt: skip
+    assert own_word_share >= 0.9
+    assert mean_cosine < 0.75 and mean_cosine < baseline_cosine - 0.15

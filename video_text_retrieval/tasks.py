@@ -16,7 +16,7 @@ import torch
 
 from .distributed import gather_with_grad
 
-__all__ = ["StepContext", "RetrievalTrainingModule", "TMassTask", "UnifyTask", "TASKS", "task_for_model"]
+__all__ = ["StepContext", "RetrievalTrainingModule", "TMassTask", "UnifyTask", "TASKS", "linear_distill_weight", "task_for_model"]
 
 
 @dataclass
@@ -88,45 +88,47 @@ class TMassTask:
         }
 
 
+def linear_distill_weight(step: int, total_steps: int) -> float:
+    """UNIFY's self-distillation weight α at optimizer step `step` of `total_steps`: linear from 1 at the first
+    step to 0 at the last (paper Sec. 4.1)."""
+    if total_steps < 1:
+        raise ValueError(f"`total_steps` must be >= 1, got {total_steps}")
+    return 1.0 - min(max(step / max(total_steps - 1, 1), 0.0), 1.0)
+
+
 class UnifyTask:
-    """UNIFY (unify.md §7-8): stage 0 MLM on captions, stage 1/2 contrastive + FLOPs + distillation on
-    embeddings gathered across processes (+ MLM on the local captions in stage 2)."""
+    """UNIFY: the model's current stage names its loss terms (`stage_loss_terms`) and computes them
+    (`compute_loss`); this task prepares the inputs: embeddings gathered across processes for the
+    contrastive terms, local MLM inputs and captions for the per-caption terms."""
 
     name = "unify"
 
     @staticmethod
     def is_backbone(parameter_name: str) -> bool:
-        return False  # UNIFY trains with one learning rate (decisions 24)
+        return False  # UNIFY trains with one learning rate (paper Sec. 4.1)
 
     def training_losses(self, model, batch: dict, context: StepContext) -> dict[str, torch.Tensor]:
-        stage = model.training_stage
-        mlm_loss = None
-        if stage == 0 or (stage == 2 and model.config.use_mlm):
+        terms = model.stage_loss_terms()
+        text_features = video_features = None
+        if "loss_latent" in terms:  # contrastive, FLOPs and distillation terms: on the global batch
+            text = model.get_text_features(batch["input_ids"], batch["attention_mask"])
+            video = model.get_video_features(batch["pixel_values_videos"])
+            text_features = (gather_with_grad(text.pooler_output), gather_with_grad(text.lexicon_embeds))
+            video_features = (gather_with_grad(video.pooler_output), gather_with_grad(video.lexicon_embeds))
+        mlm_input_ids = mlm_labels = None
+        if "loss_mlm" in terms:  # local term: DDP's averaging gives the mean over processes
             mlm_input_ids, mlm_labels = model.make_mlm_inputs(
                 batch["input_ids"], batch["attention_mask"], tokenizer=context.extra["tokenizer"], generator=context.local_generator
             )
-            mlm_loss = model.mlm_loss(mlm_input_ids, batch["attention_mask"], mlm_labels)
-            if stage == 0:
-                return {"loss": mlm_loss, "mlm_loss": mlm_loss.detach()}
-        text = model.get_text_features(batch["input_ids"], batch["attention_mask"])
-        video = model.get_video_features(batch["pixel_values_videos"])
-        text_latent, text_lexicon = text.pooler_output, text.lexicon_embeds
-        video_latent, video_lexicon = video.pooler_output, video.lexicon_embeds
-        distill_weight = model.distill_weight_at(context.step, context.total_steps)
-        terms = model.compute_loss(
-            gather_with_grad(video_latent),
-            gather_with_grad(video_lexicon),
-            gather_with_grad(text_latent),
-            gather_with_grad(text_lexicon),
-            distill_weight=distill_weight,
-        )
-        loss = terms["loss"]
-        logs = {name: value.detach() for name, value in terms.items() if name != "loss"}
-        if mlm_loss is not None:
-            loss = loss + mlm_loss  # local term: DDP's averaging gives the mean over processes
-            logs["mlm_loss"] = mlm_loss.detach()
-        logs["distill_weight"] = torch.tensor(distill_weight)
-        return {"loss": loss, **logs}
+        distill_weight = context.extra.get("distill_weight", linear_distill_weight(context.step, context.total_steps))
+        output = model.compute_loss(
+            text_features, video_features, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+            mlm_input_ids=mlm_input_ids, mlm_labels=mlm_labels, distill_weight=distill_weight,
+        )  # fmt: skip
+        logs = {name: output[name].detach() for name in terms}
+        if "loss_distill" in terms:
+            logs["distill_weight"] = torch.tensor(distill_weight)
+        return {"loss": output.loss, **logs}
 
     def after_optimizer_step(self, model) -> None:
         pass
@@ -144,10 +146,8 @@ class UnifyTask:
     @torch.no_grad()
     def score(self, model, text_features, video_features, **_) -> dict:
         """``{"latent", "lexicon", "fused"}``, each ``[N_t, N_v]``."""
-        text_latent, text_lexicon = text_features
-        video_latent, video_lexicon = video_features
-        latent, lexicon, fused = model.compute_similarities(video_latent, video_lexicon, text_latent, text_lexicon)
-        return {"latent": latent.T, "lexicon": lexicon.T, "fused": fused.T}
+        latent, lexicon, fused = model.compute_similarities(text_features, video_features)
+        return {"latent": latent, "lexicon": lexicon, "fused": fused}
 
 
 TASKS = {"tmass": TMassTask, "unify": UnifyTask}
