@@ -1,10 +1,11 @@
-"""UNIFY for transformers: `UnifyConfig`, `UnifyVisionConfig`, `UnifyModel`, its losses and helpers.
+"""UNIFY for transformers: `UnifyConfig`, `UnifyVisionConfig`, `UnifyModel`, its towers, losses and helpers,
+and the builder from a BERT MLM + a timm ViT (`convert_unify_from_bert_timm`).
 
 Importing this package registers the model with the Auto classes: `AutoConfig` ("unify"), `AutoModel`, and the
 UNIFY video processor / processor of the `processors` package with `AutoVideoProcessor` / `AutoProcessor`.
 It also registers `UnifyConfig` / `UnifyModel` for Hub remote code, so that every `save_pretrained` folder gets
-an `auto_map` and a copy of `configuration_unify.py` / `modeling_unify.py` and loads with
-`trust_remote_code=True` where this package is not installed.
+an `auto_map` and a copy of the flat files (`configuration_unify.py`, `modeling_unify.py`,
+`convert_unify_from_bert_timm.py`) and loads with `trust_remote_code=True` where this package is not installed.
 """
 
 from transformers import AutoConfig, AutoModel, AutoProcessor, AutoVideoProcessor
@@ -13,15 +14,19 @@ from processors.processing_unify import UnifyProcessor
 from processors.video_processing_unify import UnifyVideoProcessor
 
 from .configuration_unify import UnifyConfig, UnifyVisionConfig
+from .convert_unify_from_bert_timm import build_unify_from_bert_and_timm, convert_timm_vit_state_dict
 from .modeling_unify import (
     UnifyEncoderOutput,
     UnifyFeaturesOutput,
     UnifyModel,
     UnifyOutput,
     UnifyPreTrainedModel,
+    UnifyStemAndBranches,
+    UnifyTextTransformer,
     UnifyVisionTransformer,
+    bag_of_words_loss,
+    caption_bag_of_words,
     contrastive_loss,
-    convert_timm_vit_state_dict,
     cosine_similarity_matrix,
     flops_regularizer,
     lexicon_top_words,
@@ -46,8 +51,13 @@ __all__ = [
     "UnifyModel",
     "UnifyOutput",
     "UnifyPreTrainedModel",
+    "UnifyStemAndBranches",
+    "UnifyTextTransformer",
     "UnifyVisionConfig",
     "UnifyVisionTransformer",
+    "bag_of_words_loss",
+    "build_unify_from_bert_and_timm",
+    "caption_bag_of_words",
     "contrastive_loss",
     "convert_timm_vit_state_dict",
     "cosine_similarity_matrix",

@@ -1,11 +1,9 @@
 # Copyright 2025 The video-text-retrieval contributors.
 # Licensed under the Apache License, Version 2.0.
 """PyTorch UNIFY: "Unifying Latent and Lexicon Representations for Effective Video-Text Retrieval"
-(Liu et al., LREC-COLING 2024, arXiv 2402.16769), rebuilt from the paper's prose by the project spec
-`unify.md` (section numbers below, "§", refer to it; "Eq. n" to its reconstruction of the paper's
-fifteen equations in §7).
+(Liu et al., LREC-COLING 2024, arXiv 2402.16769).
 
-Two towers, each split into a shared stem and two independent branches:
+Two towers of the same shape (paper Sec. 3), each a shared stem followed by two independent branches:
 
     video [B, T, 3, H, W] -> space-time stem -> latent branch  -> [CLS]   -> Linear        -> video latent [B, d]
                                              -> lexicon branch -> patches -> shared MLM head -> max -> log1p(ReLU)
@@ -14,11 +12,13 @@ Two towers, each split into a shared stem and two independent branches:
                                              -> lexicon branch -> tokens  -> shared MLM head -> max -> log1p(ReLU)
                                                                                              -> text lexicon [B, V]
 
-    score = cos(latent) + cos(lexicon)    (1:1 fusion, §6)
+    score = cos(latent) + cos(lexicon)    (1:1 fusion)
+
+Our copy of the paper lost its equations; "Eq. (n)" below refers to their reconstruction, in the paper's order,
+in the UNIFY design note under `docs/`, which also explains every choice the paper leaves open.
 
 This file is copied next to the weights by `save_pretrained` (Hub remote code): it imports only torch,
-transformers, huggingface_hub and its sibling `configuration_unify`. timm is imported lazily, inside a `try:`
-block, and only to download the default ImageNet-21K ViT in `from_text_and_vision_pretrained`.
+transformers and its siblings (`configuration_unify`, and `convert_unify_from_bert_timm` for the builder).
 """
 
 from __future__ import annotations
@@ -27,20 +27,20 @@ import math
 import os
 import re
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import BertForMaskedLM, PreTrainedModel
+from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.bert.modeling_bert import (
+    BertConfig,
     BertEmbeddings,
     BertLayer,
     BertLMPredictionHead,
@@ -52,18 +52,16 @@ from .configuration_unify import UnifyConfig, UnifyVisionConfig
 
 logger = logging.get_logger(__name__)
 
-# The ImageNet-21K ViT-B/16 the paper cites (Ridnik et al. 2021), in timm's naming (spec §3.4, A2).
-DEFAULT_VISION_CHECKPOINT = "vit_base_patch16_224_miil.in21k"
 IGNORE_INDEX = -100
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Losses (spec §7). Small named functions, as transformers' CLIP keeps `clip_loss` in its modeling file.
+# Losses (paper Sec. 3.3-3.4). Small named functions, as transformers' CLIP keeps `clip_loss` in its modeling file.
 # ----------------------------------------------------------------------------------------------------------
 
 
 def contrastive_loss(similarity: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Two-direction InfoNCE of Eq. (10), summed over the directions (Frozen's `NormSoftmaxLoss`, A12).
+    """Two-direction InfoNCE of Eq. (10), summed over the directions (Frozen's `NormSoftmaxLoss`).
 
     Args:
         similarity: `[B, B]` cosine similarities of aligned pairs, video rows and text columns; the diagonal
@@ -113,7 +111,7 @@ def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def self_distillation_loss(
     latent_similarity: torch.Tensor, lexicon_similarity: torch.Tensor, temperature: float
 ) -> torch.Tensor:
-    """Self-distillation of Eq. (14): the latent similarities teach the lexicon similarities (A14).
+    """Self-distillation of Eq. (14): the latent similarities teach the lexicon similarities (paper Sec. 3.4).
 
     KL(sg(P_lat) ‖ P_lex) for the row-wise (video→text) and column-wise (text→video) softmax distributions
     at temperature τ, each averaged over its rows, summed over the two directions. The latent side is
@@ -140,13 +138,71 @@ def self_distillation_loss(
     return loss
 
 
+
+def bag_of_words_loss(pooled_logits: torch.Tensor, bag_of_words: torch.Tensor) -> torch.Tensor:
+    """Caption self-reconstruction: the pooled lexicon logits of a caption predict which vocabulary words the
+    caption contains (a multi-label, SPLADE-style bag-of-words objective; not in the UNIFY paper).
+
+    UNIFY's text lexicon is read from a pretrained BERT's MLM head, which at unmasked positions predicts the
+    input word itself, so a caption's lexicon already names the caption's words when stage 1 freezes it (paper
+    Sec. 3.3: the frozen textual lexicon is what the videos are grounded to). A text tower trained from random
+    weights with masked-position MLM alone never learns that; this loss teaches it directly, on the quantity
+    the lexicon is made of. Why this form is chosen over an MLM loss on unmasked positions: the UNIFY design
+    note under `docs/` ("Grounding a from-scratch text tower").
+
+    Each vocabulary entry is a binary decision, sigmoid(z_j) = P(word j in the caption), with z the max-pooled
+    MLM-head logits (the lexicon is log(1 + ReLU(z))). Positive and negative words are averaged separately,
+    so the loss does not shrink with the vocabulary size; pushing the other words' logits below 0 makes their
+    lexicon weight exactly 0, i.e. a sparse lexicon that differs between captions.
+
+    Args:
+        pooled_logits: `[B, V]` max over the caption's tokens of the lexicon-path MLM-head logits.
+        bag_of_words: `[B, V]` boolean, true for the caption's own words (see [`caption_bag_of_words`]).
+
+    Returns:
+        A scalar: the batch mean of (mean over the caption's words of softplus(-z) + mean over the other words of
+        softplus(z)). Rows without any word contribute only their negative part.
+    """
+    if pooled_logits.shape != bag_of_words.shape or pooled_logits.ndim != 2:
+        raise ValueError(
+            f"`pooled_logits` {tuple(pooled_logits.shape)} and `bag_of_words` {tuple(bag_of_words.shape)} must "
+            "both be [B, V]"
+        )
+    logits = pooled_logits.float()
+    positive = bag_of_words.to(device=logits.device, dtype=torch.bool)
+    positive_count = positive.sum(dim=1).clamp(min=1)
+    negative_count = (~positive).sum(dim=1).clamp(min=1)
+    positive_term = (F.softplus(-logits) * positive).sum(dim=1) / positive_count
+    negative_term = (F.softplus(logits) * ~positive).sum(dim=1) / negative_count
+    return (positive_term + negative_term).mean()
+
+
+def caption_bag_of_words(input_ids: torch.Tensor, word_mask: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """`[B, V]` boolean: which vocabulary ids occur in each caption at the positions `word_mask` marks.
+
+    Args:
+        input_ids: `[B, L]` token ids.
+        word_mask: `[B, L]`, true at the caption's word positions (no padding, no [CLS]/[SEP]).
+        vocab_size: V.
+    """
+    if input_ids.shape != word_mask.shape:
+        raise ValueError(f"`word_mask` {tuple(word_mask.shape)} must have the shape of `input_ids` {tuple(input_ids.shape)}")
+    if bool(((input_ids < 0) | (input_ids >= vocab_size))[word_mask.to(input_ids.device).bool()].any()):
+        raise ValueError(f"`input_ids` holds ids outside the vocabulary [0, {vocab_size})")
+    word_mask = word_mask.to(device=input_ids.device, dtype=torch.bool)
+    rows = torch.arange(input_ids.shape[0], device=input_ids.device)[:, None].expand_as(input_ids)
+    bag = torch.zeros(input_ids.shape[0], vocab_size, dtype=torch.bool, device=input_ids.device)
+    bag[rows[word_mask], input_ids[word_mask].long()] = True
+    return bag
+
+
 # ----------------------------------------------------------------------------------------------------------
-# Lexicon activation and pooling (spec §5.3, Eqs. 5 and 8)
+# Lexicon activation and pooling (Eqs. 5 and 8; SPLADE v2's log-saturated max pooling)
 # ----------------------------------------------------------------------------------------------------------
 
 
 def lexicon_activation(logits: torch.Tensor, activation: str = "log1p_relu") -> torch.Tensor:
-    """`log(1 + ReLU(x))` (SPLADE, the default) or plain `ReLU(x)` (ambiguity A6)."""
+    """`log(1 + ReLU(x))` (SPLADE, the default) or plain `ReLU(x)`."""
     if activation == "log1p_relu":
         return torch.log1p(torch.relu(logits))
     if activation == "relu":
@@ -163,14 +219,14 @@ def pool_lexicon(
     """Turn per-token MLM-head logits into one non-negative lexicon vector per sample (Eqs. 5 and 8).
 
     With max pooling the activation is applied AFTER the max: both activations are monotone non-decreasing,
-    so max_i f(W_ij) = f(max_i W_ij) in value and in gradient (§5.3), and no second `[B, N, V]` tensor is
+    so max_i f(W_ij) = f(max_i W_ij) in value and in gradient, and no second `[B, N, V]` tensor is
     made. The pooled values are returned in float32 (30522-way norms and sums follow).
 
     Args:
         logits: `[B, N, V]` MLM-head logits of N patches or tokens.
         mask: optional `[B, N]` boolean (or 0/1) tensor, true for the rows that take part (padding excluded).
         activation: `"log1p_relu"` or `"relu"`.
-        pooling: `"max"`, `"sum"` or `"mean"` (ambiguity A7).
+        pooling: `"max"`, `"sum"` or `"mean"`.
 
     Returns:
         `[B, V]` float32, non-negative.
@@ -200,12 +256,12 @@ def pool_lexicon(
 
 
 def cosine_similarity_matrix(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """`[N_a, N_b]` cosines in float32, x / max(‖x‖, eps) on both sides (Frozen's `sim_matrix`, §6)."""
+    """`[N_a, N_b]` cosines in float32, x / max(‖x‖, eps) on both sides (Frozen's `sim_matrix`)."""
     return F.normalize(a.float(), dim=-1, eps=eps) @ F.normalize(b.float(), dim=-1, eps=eps).t()
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Masked-language-model inputs (spec §8.3) and lexicon read-out (spec §12.1)
+# Masked-language-model inputs (paper Sec. 3.3) and lexicon read-out (paper Fig. 5)
 # ----------------------------------------------------------------------------------------------------------
 
 
@@ -221,7 +277,7 @@ def make_mlm_inputs(
     mlm_probability: float = 0.15,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """BERT masking recipe (spec §8.3): choose `mlm_probability` of the non-special, non-padding tokens;
+    """BERT masking recipe (the paper masks 15 %, Sec. 4.1): choose `mlm_probability` of the non-special, non-padding tokens;
     replace 80 % of them with [MASK], 10 % with a random token, keep 10 %.
 
     Args:
@@ -235,7 +291,7 @@ def make_mlm_inputs(
         special_tokens_mask: optional `[B, L]`, 1 on special tokens (a tokenizer's
             `return_special_tokens_mask=True`), never masked.
         mlm_probability: masking rate (paper: 0.15).
-        generator: a `torch.Generator` making the draws deterministic (decisions 20); the draws are made on
+        generator: a `torch.Generator` making the draws deterministic (resumable training keys it to the step); the draws are made on
             its device and moved to `input_ids`' device.
 
     Returns:
@@ -285,7 +341,7 @@ _UNUSED_TOKEN = re.compile(r"^\[unused\d+\]$")
 def lexicon_top_words(
     lexicon: torch.Tensor, tokenizer: Any, k: int = 10, skip_special_tokens: bool = True
 ) -> list[tuple[str, float]] | list[list[tuple[str, float]]]:
-    """The `k` most activated vocabulary words of lexicon vectors, video or text (spec §12.1, Fig. 5).
+    """The `k` most activated vocabulary words of lexicon vectors, video or text (paper Fig. 5).
 
     Args:
         lexicon: `[V]` or `[B, V]` lexicon vector(s) (normalised or not: same order).
@@ -295,7 +351,11 @@ def lexicon_top_words(
 
     Returns:
         For a `[V]` vector a list of up to `k` `(word, weight)` pairs, largest first; for `[B, V]` one such
-        list per row. Dimensions with weight 0 are never listed (a sparse vector may give fewer than `k`).
+        list per row. Dimensions with weight 0 are never listed (a sparse vector may give fewer than `k`; an
+        all-zero vector gives an empty list).
+
+    Raises:
+        ValueError: when `len(tokenizer)` differs from the lexicon's size.
     """
     if lexicon.ndim not in (1, 2):
         raise ValueError(f"`lexicon` must be [V] or [B, V], got {tuple(lexicon.shape)}")
@@ -303,6 +363,13 @@ def lexicon_top_words(
         raise ValueError(f"`k` must be >= 1, got {k}")
     rows = lexicon.detach().float().cpu().reshape(-1, lexicon.shape[-1])
     vocab_size = rows.shape[-1]
+    if len(tokenizer) != vocab_size:
+        # A smaller tokenizer would name no dimension beyond its own ids (an empty or truncated word list), a
+        # larger one would name the wrong words: both are the wrong tokenizer for this lexicon.
+        raise ValueError(
+            f"`lexicon` has {vocab_size} dimensions but `tokenizer` has {len(tokenizer)} tokens: pass the tokenizer "
+            "of the model's text tower (its vocabulary is the lexicon space, text_config.vocab_size)"
+        )
     tokens = tokenizer.convert_ids_to_tokens(list(range(vocab_size)))
     if skip_special_tokens:
         special_ids = {i for i in tokenizer.all_special_ids if i < vocab_size}
@@ -322,6 +389,7 @@ def lexicon_top_words(
     return words[0] if lexicon.ndim == 1 else words
 
 
+
 # ----------------------------------------------------------------------------------------------------------
 # Outputs
 # ----------------------------------------------------------------------------------------------------------
@@ -329,7 +397,7 @@ def lexicon_top_words(
 
 @dataclass
 class UnifyEncoderOutput(ModelOutput):
-    """Output of one tower (video or text) split into a stem and two branches.
+    """Output of one tower (video or text): a stem, then two branches.
 
     Args:
         latent_last_hidden_state: `[B, S, D]` output of the latent branch (video: after its final LayerNorm);
@@ -370,73 +438,62 @@ class UnifyFeaturesOutput(ModelOutput):
     lexicon_last_hidden_state: torch.FloatTensor | None = None
 
 
-def _features_output(
-    latent: torch.Tensor, lexicon: torch.Tensor, tower: "UnifyEncoderOutput", output_hidden_states: bool
-) -> UnifyFeaturesOutput:
-    hidden_states = None
-    if output_hidden_states:
-        hidden_states = tuple(tower.stem_hidden_states or ()) + tuple(tower.latent_hidden_states or ())
-    return UnifyFeaturesOutput(
-        pooler_output=latent,
-        lexicon_embeds=lexicon,
-        last_hidden_state=tower.latent_last_hidden_state,
-        hidden_states=hidden_states,
-        lexicon_last_hidden_state=tower.lexicon_last_hidden_state,
-    )
-
-
 @dataclass
 class UnifyOutput(ModelOutput):
-    """Output of [`UnifyModel.forward`].
+    """Output of [`UnifyModel.forward`] and [`UnifyModel.compute_loss`].
 
-    Loss terms (returned with `return_loss=True`; each is the unweighted term, `loss` the weighted total of the
-    current training stage, spec Eq. 15):
+    Loss terms (with `return_loss=True`; each term unweighted, `loss` the weighted total of the current
+    training stage, Eq. 15; a term the stage does not use is `None`):
         loss: total loss.
-        latent_contrastive_loss: Eq. (10) on the latent vectors.
-        lexicon_contrastive_loss: Eq. (10) on the lexicon vectors.
-        flops_loss: Eq. (12), video plus text (weighted by `config.flops_weight` in `loss`).
-        distill_loss: Eq. (14) (weighted by the distillation weight α in `loss`).
-        mlm_loss: Eq. (11) on `mlm_input_ids` / `mlm_labels` (stages 0 and 2).
+        loss_latent: two-direction InfoNCE on the latent vectors (Eq. 10).
+        loss_lexicon: two-direction InfoNCE on the lexicon vectors (Eq. 10).
+        loss_flops: FLOPs regulariser, video plus text (Eq. 12; weighted by `config.flops_weight` in `loss`).
+        loss_distill: latent -> lexicon self-distillation (Eq. 14; weighted by α in `loss`).
+        loss_mlm: masked-language-model loss on `mlm_input_ids` / `mlm_labels` (Eq. 11; stages 0 and 2).
+        loss_bag_of_words: caption bag-of-words reconstruction ([`bag_of_words_loss`]; stage 0, weighted by
+            `config.bag_of_words_weight`, only when that weight is positive).
 
-    Similarities (raw cosines, not divided by the temperature; when both modalities are given):
-        logits_per_video: `[B_v, B_t]` fused score `w_lat·s_lat + w_lex·s_lex` (§6).
-        logits_per_text: `[B_t, B_v]`, its transpose.
-        logits_per_video_latent, logits_per_text_latent: the latent cosines.
-        logits_per_video_lexicon, logits_per_text_lexicon: the lexicon cosines.
+    Similarities (raw cosines, not divided by the temperature; when both modalities are given), texts first
+    like CLIP's `logits_per_text`:
+        logits_per_text: `[B_t, B_v]` fused score `w_lat·s_lat + w_lex·s_lex`.
+        logits_per_video: `[B_v, B_t]`, its transpose.
+        logits_per_text_latent, logits_per_video_latent: the latent cosines.
+        logits_per_text_lexicon, logits_per_video_lexicon: the lexicon cosines.
 
-    Embeddings (unnormalised, float32, as `get_video_features` / `get_text_features` return them):
-        video_latent_embeds `[B_v, projection_dim]`, video_lexicon_embeds `[B_v, V]` (non-negative),
-        text_latent_embeds `[B_t, projection_dim]`, text_lexicon_embeds `[B_t, V]` (non-negative).
+    Embeddings (unnormalised, float32, as `get_text_features` / `get_video_features` return them):
+        text_latent_embeds `[B_t, projection_dim]`, text_lexicon_embeds `[B_t, V]` (non-negative),
+        video_latent_embeds `[B_v, projection_dim]`, video_lexicon_embeds `[B_v, V]` (non-negative).
 
     Tower outputs:
-        video_model_output, text_model_output: [`UnifyEncoderOutput`] of each tower.
+        text_model_output, video_model_output: [`UnifyEncoderOutput`] of each tower.
     """
 
     loss: torch.FloatTensor | None = None
-    latent_contrastive_loss: torch.FloatTensor | None = None
-    lexicon_contrastive_loss: torch.FloatTensor | None = None
-    flops_loss: torch.FloatTensor | None = None
-    distill_loss: torch.FloatTensor | None = None
-    mlm_loss: torch.FloatTensor | None = None
-    logits_per_video: torch.FloatTensor | None = None
+    loss_latent: torch.FloatTensor | None = None
+    loss_lexicon: torch.FloatTensor | None = None
+    loss_flops: torch.FloatTensor | None = None
+    loss_distill: torch.FloatTensor | None = None
+    loss_mlm: torch.FloatTensor | None = None
+    loss_bag_of_words: torch.FloatTensor | None = None
     logits_per_text: torch.FloatTensor | None = None
-    logits_per_video_latent: torch.FloatTensor | None = None
+    logits_per_video: torch.FloatTensor | None = None
     logits_per_text_latent: torch.FloatTensor | None = None
-    logits_per_video_lexicon: torch.FloatTensor | None = None
+    logits_per_video_latent: torch.FloatTensor | None = None
     logits_per_text_lexicon: torch.FloatTensor | None = None
-    video_latent_embeds: torch.FloatTensor | None = None
-    video_lexicon_embeds: torch.FloatTensor | None = None
+    logits_per_video_lexicon: torch.FloatTensor | None = None
     text_latent_embeds: torch.FloatTensor | None = None
     text_lexicon_embeds: torch.FloatTensor | None = None
-    video_model_output: UnifyEncoderOutput | None = None
+    video_latent_embeds: torch.FloatTensor | None = None
+    video_lexicon_embeds: torch.FloatTensor | None = None
     text_model_output: UnifyEncoderOutput | None = None
+    video_model_output: UnifyEncoderOutput | None = None
 
     def to_tuple(self) -> tuple[Any, ...]:
         return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in self.values())
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Video tower: Frozen-in-Time divided space-time transformer (spec §3)
+# Video tower: Frozen-in-Time divided space-time transformer (Bain et al. 2021)
 # ----------------------------------------------------------------------------------------------------------
 
 
@@ -483,7 +540,7 @@ class UnifyPatchEmbeddings(nn.Module):
 
 
 class UnifyVisionEmbeddings(nn.Module):
-    """Token layout of spec §3.2: one video-level [CLS], then the patches frame-major (frame 0's patches in
+    """Frozen-in-Time's token layout: one video-level [CLS], then the patches frame-major (frame 0's patches in
     row-major order, then frame 1's, ...). [CLS] gets `pos_embed[0]`; patch (t, r, c) gets
     `pos_embed[1 + r·grid + c] + temporal_embed[t]`. An input with T' <= num_frames frames uses
     `temporal_embed[:T']` (no interpolation); images are T' = 1.
@@ -526,7 +583,7 @@ class UnifyVisionEmbeddings(nn.Module):
 
 
 class UnifyDividedAttention(nn.Module):
-    """[CLS]-aware grouped attention of spec §3.3, used for both the spatial (`attn`) and the temporal
+    """Frozen-in-Time's [CLS]-aware grouped attention, used for both the spatial (`attn`) and the temporal
     (`timeattn`) attention of a block.
 
     The [CLS] query attends to all 1 + T·P tokens; every patch query attends to the [CLS] key/value plus the
@@ -544,7 +601,7 @@ class UnifyDividedAttention(nn.Module):
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)
         self.proj = nn.Linear(config.hidden_size, config.hidden_size)
         if is_temporal:
-            # §3.4: q = k = v = 0 makes the temporal attention output exactly 0 at start (the model begins as the
+            # q = k = v = 0 makes the temporal attention output exactly 0 at start (the model begins as the
             # image ViT); the all-ones output projection keeps gradients flowing into the zero qkv.
             self.qkv._unify_init = "zeros"
             self.proj._unify_init = "ones_weight_zero_bias"
@@ -605,7 +662,7 @@ class UnifyMlp(nn.Module):
 
 
 class UnifySpaceTimeBlock(GradientCheckpointingLayer):
-    """One Frozen-in-Time space-time block (spec §3.3). Parameter names are timm's ViT block names plus the
+    """One Frozen-in-Time space-time block. Parameter names are timm's ViT block names plus the
     temporal extras `norm3` and `timeattn`, so ViT (and Frozen/MILES) checkpoints map by identity.
 
     Residual wiring (the temporal output only feeds the spatial attention's input):
@@ -631,23 +688,118 @@ class UnifySpaceTimeBlock(GradientCheckpointingLayer):
         return hidden_states + drop_path(mlp_output, self.drop_path_rate, self.training)
 
 
+
+# ----------------------------------------------------------------------------------------------------------
+# Stem and branches: the layout both towers share (paper Sec. 3)
+# ----------------------------------------------------------------------------------------------------------
+
+
+class UnifyStemAndBranches(nn.Module):
+    """`num_shared_layers` shared layers (the stem, the paper's *N*), then two independent branches of
+    `num_hidden_layers - num_shared_layers` layers each (the paper's *M*): the latent branch and the lexicon
+    branch, both reading the stem's output (Eqs. 1-2 and 6). Written once for both towers; each tower supplies
+    its layer type and the extra arguments its layers take.
+
+    Layer i of the unsplit network is built by `make_layer(i)`: stem layers get 0..N-1, both branches get
+    N..L-1, so depth-dependent settings (stochastic depth) stay those of the unsplit network.
+    """
+
+    def __init__(self, make_layer: Callable[[int], nn.Module], num_hidden_layers: int, num_shared_layers: int):
+        super().__init__()
+        self.stem = nn.ModuleList(make_layer(i) for i in range(num_shared_layers))
+        branch = range(num_shared_layers, num_hidden_layers)
+        self.latent_layers = nn.ModuleList(make_layer(i) for i in branch)
+        self.lexicon_layers = nn.ModuleList(make_layer(i) for i in branch)
+
+    @staticmethod
+    def _run(layers: nn.ModuleList, hidden_states: torch.Tensor, layer_args: tuple) -> tuple[torch.Tensor, tuple]:
+        states = []
+        for layer in layers:
+            hidden_states = layer(hidden_states, *layer_args)
+            states.append(hidden_states)
+        return hidden_states, tuple(states)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        *layer_args: Any,
+        compute_latent: bool = True,
+        compute_lexicon: bool = True,
+        output_hidden_states: bool = False,
+    ) -> UnifyEncoderOutput:
+        """`[B, S, D]` embeddings -> [`UnifyEncoderOutput`] with the raw `[B, S, D]` branch outputs.
+
+        Args:
+            layer_args: passed to every layer after the hidden states (the attention mask for text, the
+                number of frames for video).
+            compute_latent, compute_lexicon: skip a branch nobody reads (the MLM loss needs only the lexicon one).
+        """
+        stem_output, stem_states = self._run(self.stem, hidden_states, layer_args)
+        latent = latent_states = lexicon = lexicon_states = None
+        if compute_latent:
+            latent, latent_states = self._run(self.latent_layers, stem_output, layer_args)
+        if compute_lexicon:
+            lexicon, lexicon_states = self._run(self.lexicon_layers, stem_output, layer_args)
+        return UnifyEncoderOutput(
+            latent_last_hidden_state=latent,
+            lexicon_last_hidden_state=lexicon,
+            stem_hidden_states=(hidden_states, *stem_states) if output_hidden_states else None,
+            latent_hidden_states=latent_states if output_hidden_states else None,
+            lexicon_hidden_states=lexicon_states if output_hidden_states else None,
+        )
+
+
+class UnifyTextTransformer(nn.Module):
+    """Text tower: BERT embeddings and `BertLayer`s split into a stem and two branches. BERT is post-LN, so the
+    branch outputs are already normalised and need no final norm. One bidirectional mask (padding) serves the
+    stem and both branches, which reproduces `BertModel` exactly when the split is undone.
+    """
+
+    def __init__(self, config: BertConfig, num_shared_layers: int):
+        super().__init__()
+        self.config = config
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = UnifyStemAndBranches(
+            lambda index: BertLayer(config, layer_idx=index), config.num_hidden_layers, num_shared_layers
+        )
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        output_hidden_states: bool = False,
+        compute_latent: bool = True,
+        compute_lexicon: bool = True,
+    ) -> UnifyEncoderOutput:
+        """`[B, L]` ids and `[B, L]` mask -> [`UnifyEncoderOutput`] with `[B, L, D]` branch outputs (Eq. 6)."""
+        hidden_states = self.embeddings(input_ids=input_ids)
+        mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask)
+        return self.encoder(
+            hidden_states,
+            mask,
+            compute_latent=compute_latent,
+            compute_lexicon=compute_lexicon,
+            output_hidden_states=output_hidden_states,
+        )
+
+
 class UnifyVisionTransformer(nn.Module):
-    """Video tower (spec §3.5): embeddings and `num_shared_layers` stem blocks, then a latent branch and a
-    lexicon branch of `num_hidden_layers - num_shared_layers` blocks each, both reading the stem's (not
-    normalised) residual stream and each ending in its own LayerNorm (A23; one shared LayerNorm with
-    `share_branch_layernorm`).
+    """Video tower: space-time embeddings and blocks split into a stem and two branches, each branch ending in
+    its own LayerNorm (ViT is pre-LN, so the residual stream is not normalised, while the shared MLM head
+    expects normalised inputs like BERT's; one shared LayerNorm with `share_branch_layernorm`).
     """
 
     def __init__(self, config: UnifyVisionConfig, num_shared_layers: int, share_branch_layernorm: bool = False):
         super().__init__()
         self.config = config
         depth = config.num_hidden_layers
-        rates = [float(r) for r in torch.linspace(0, config.drop_path_rate, depth)] if depth > 0 else []
+        # Stochastic depth rising linearly to `drop_path_rate` over the unsplit depth (timm's rule). Plain Python
+        # floats: a tensor here would break construction on the meta device.
+        rates = [config.drop_path_rate * i / (depth - 1) if depth > 1 else 0.0 for i in range(depth)]
         self.embeddings = UnifyVisionEmbeddings(config)
-        self.stem = nn.ModuleList(UnifySpaceTimeBlock(config, rates[i]) for i in range(num_shared_layers))
-        branch = range(num_shared_layers, depth)
-        self.latent_layers = nn.ModuleList(UnifySpaceTimeBlock(config, rates[i]) for i in branch)
-        self.lexicon_layers = nn.ModuleList(UnifySpaceTimeBlock(config, rates[i]) for i in branch)
+        self.encoder = UnifyStemAndBranches(
+            lambda index: UnifySpaceTimeBlock(config, rates[index]), depth, num_shared_layers
+        )
         self.latent_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.lexicon_layernorm = (
             None if share_branch_layernorm else nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
@@ -660,34 +812,23 @@ class UnifyVisionTransformer(nn.Module):
         compute_latent: bool = True,
         compute_lexicon: bool = True,
     ) -> UnifyEncoderOutput:
-        """`[B, T, C, H, W]` -> [`UnifyEncoderOutput`] with `[B, 1 + T·P, D]` branch outputs (Eqs. 1-2)."""
+        """`[B, T, C, H, W]` -> [`UnifyEncoderOutput`] with `[B, 1 + T·P, D]` normalised branch outputs (Eqs. 1-2)."""
         num_frames = pixel_values_videos.shape[1]
-        hidden_states = self.embeddings(pixel_values_videos)
-        stem_states = [hidden_states]
-        for block in self.stem:
-            hidden_states = block(hidden_states, num_frames)
-            stem_states.append(hidden_states)
-
-        def run_branch(layers: nn.ModuleList, norm: nn.LayerNorm):
-            states, branch_hidden = [], hidden_states
-            for block in layers:
-                branch_hidden = block(branch_hidden, num_frames)
-                states.append(branch_hidden)
-            return norm(branch_hidden), tuple(states)
-
-        latent, latent_states = (None, None)
-        if compute_latent:
-            latent, latent_states = run_branch(self.latent_layers, self.latent_layernorm)
-        lexicon, lexicon_states = (None, None)
-        if compute_lexicon:
-            lexicon_norm = self.latent_layernorm if self.lexicon_layernorm is None else self.lexicon_layernorm
-            lexicon, lexicon_states = run_branch(self.lexicon_layers, lexicon_norm)
+        output = self.encoder(
+            self.embeddings(pixel_values_videos),
+            num_frames,
+            compute_latent=compute_latent,
+            compute_lexicon=compute_lexicon,
+            output_hidden_states=output_hidden_states,
+        )
+        lexicon_norm = self.latent_layernorm if self.lexicon_layernorm is None else self.lexicon_layernorm
+        latent, lexicon = output.latent_last_hidden_state, output.lexicon_last_hidden_state
         return UnifyEncoderOutput(
-            latent_last_hidden_state=latent,
-            lexicon_last_hidden_state=lexicon,
-            stem_hidden_states=tuple(stem_states) if output_hidden_states else None,
-            latent_hidden_states=latent_states if output_hidden_states else None,
-            lexicon_hidden_states=lexicon_states if output_hidden_states else None,
+            latent_last_hidden_state=None if latent is None else self.latent_layernorm(latent),
+            lexicon_last_hidden_state=None if lexicon is None else lexicon_norm(lexicon),
+            stem_hidden_states=output.stem_hidden_states,
+            latent_hidden_states=output.latent_hidden_states,
+            lexicon_hidden_states=output.lexicon_hidden_states,
         )
 
 
@@ -696,18 +837,14 @@ class UnifyVisionTransformer(nn.Module):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _no_grad_if(condition: bool):
-    return torch.no_grad() if condition else nullcontext()
-
-
 class UnifyPreTrainedModel(PreTrainedModel):
     """Weight initialisation and the transformers plumbing (config class, SDPA, gradient checkpointing)."""
 
     config_class = UnifyConfig
     config: UnifyConfig
     base_model_prefix = "unify"
-    main_input_name = "pixel_values_videos"
-    input_modalities = ("video", "text")
+    main_input_name = "input_ids"  # forward's first argument
+    input_modalities = ("text", "video")
     supports_gradient_checkpointing = True
     _no_split_modules = ["UnifySpaceTimeBlock", "BertLayer", "BertEmbeddings", "UnifyVisionEmbeddings"]
     _supports_sdpa = True
@@ -726,11 +863,11 @@ class UnifyPreTrainedModel(PreTrainedModel):
         std = self.config.initializer_range
         mode = getattr(module, "_unify_init", None)
         if isinstance(module, nn.Linear) and mode is not None:
-            if mode == "zeros":  # temporal qkv (§3.4)
+            if mode == "zeros":  # temporal qkv: the video model starts as the image ViT
                 init.zeros_(module.weight)
-            elif mode == "ones_weight_zero_bias":  # temporal output projection (§3.4)
+            elif mode == "ones_weight_zero_bias":  # temporal output projection
                 init.ones_(module.weight)
-            elif mode == "torch_default":  # latent projections (§5.1)
+            elif mode == "torch_default":  # latent projections (Frozen/MCQ's plain nn.Linear)
                 init.kaiming_uniform_(module.weight, a=math.sqrt(5))
             if module.bias is not None:
                 if mode == "torch_default":
@@ -741,7 +878,7 @@ class UnifyPreTrainedModel(PreTrainedModel):
         elif isinstance(module, UnifyVisionEmbeddings):
             init.trunc_normal_(module.cls_token, std=std)
             init.trunc_normal_(module.pos_embed, std=std)
-            init.zeros_(module.temporal_embed)  # §3.4: the video model starts as a per-frame image model
+            init.zeros_(module.temporal_embed)  # each frame starts as an independent image
         elif isinstance(module, BertLMPredictionHead):
             init.zeros_(module.bias)
         elif isinstance(module, BertEmbeddings):
@@ -749,57 +886,65 @@ class UnifyPreTrainedModel(PreTrainedModel):
             init.zeros_(module.token_type_ids)
 
 
+def _latent_and_lexicon(features: Any, argument: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(latent, lexicon)` of a [`UnifyFeaturesOutput`] or of a `(latent, lexicon)` pair."""
+    if isinstance(features, UnifyFeaturesOutput):
+        return features.pooler_output, features.lexicon_embeds
+    if isinstance(features, (tuple, list)) and len(features) == 2 and all(isinstance(t, torch.Tensor) for t in features):
+        return features[0], features[1]
+    raise TypeError(
+        f"`{argument}` must be a UnifyFeaturesOutput (from get_text_features / get_video_features) or a "
+        f"(latent, lexicon) pair of tensors, got {type(features).__name__}"
+    )
+
+
 class UnifyModel(UnifyPreTrainedModel):
-    """UNIFY dual encoder with latent and lexicon representations.
+    """UNIFY dual encoder with latent and lexicon representations (paper Sec. 3).
 
-    Modules (names follow spec §10.1, so the builder's key mapping is plain):
-        vision_model: [`UnifyVisionTransformer`] (embeddings, `stem`, `latent_layers`, `lexicon_layers`,
-            `latent_layernorm`, `lexicon_layernorm`).
-        text_embeddings: `BertEmbeddings`; text_stem, text_latent_layers, text_lexicon_layers: `BertLayer`s.
-        video_projection: `Linear(D, projection_dim)` on the video latent [CLS] (§5.1).
-        text_projection: `Linear(D, projection_dim)` on ReLU(text latent [CLS]) (§5.1, A5).
-        lexicon_head: ONE `BertOnlyMLMHead` for both modalities, its decoder tied to the word embeddings (§5.2).
+    Modules, as CLIP lays them out:
+        text_model: [`UnifyTextTransformer`] (`embeddings`, `encoder.stem`, `encoder.latent_layers`,
+            `encoder.lexicon_layers`).
+        vision_model: [`UnifyVisionTransformer`] (the same, plus `latent_layernorm`, `lexicon_layernorm`).
+        text_projection: `Linear(D, projection_dim)` on ReLU(text latent [CLS]).
+        video_projection: `Linear(D, projection_dim)` on the video latent [CLS].
+        lexicon_head: ONE `BertOnlyMLMHead` for both modalities, its decoder tied to the text word embeddings.
 
-    Training stages (`set_training_stage`, decisions 12): 0 = text-only MLM pretraining (video side frozen),
-    1 = spec §8.2 (the text side frozen except the text latent projection), 2 = everything trainable, with
-    MLM. A new model is in stage 2. The stage survives `train()` / `eval()`.
+    Training stages (`set_training_stage`; the rule is [`stage_loss_terms`], the losses [`compute_loss`]):
+    0 = text-only pretraining (MLM, optionally the bag-of-words reconstruction; video side frozen), the stand-in
+    for a pretrained BERT when the text tower starts from random weights; 1 = the paper's first grounding stage
+    (Sec. 3.3: text side frozen except the text latent projection; contrastive + FLOPs + self-distillation);
+    2 = everything trainable, with MLM. A new model is in stage 2; the stage survives `train()` / `eval()`.
     """
 
     _tied_weights_keys = {
-        "lexicon_head.predictions.decoder.weight": "text_embeddings.word_embeddings.weight",
+        "lexicon_head.predictions.decoder.weight": "text_model.embeddings.word_embeddings.weight",
         "lexicon_head.predictions.decoder.bias": "lexicon_head.predictions.bias",
     }
 
     def __init__(self, config: UnifyConfig):
         super().__init__(config)
-        text_config = config.text_config
-        num_shared = config.num_shared_layers
-        self.vision_model = UnifyVisionTransformer(config.vision_config, num_shared, config.share_branch_layernorm)
-        self.text_embeddings = BertEmbeddings(text_config)
-        self.text_stem = nn.ModuleList(BertLayer(text_config, layer_idx=i) for i in range(num_shared))
-        branch = range(num_shared, text_config.num_hidden_layers)
-        self.text_latent_layers = nn.ModuleList(BertLayer(text_config, layer_idx=i) for i in branch)
-        self.text_lexicon_layers = nn.ModuleList(BertLayer(text_config, layer_idx=i) for i in branch)
-        self.video_projection = nn.Linear(config.vision_config.hidden_size, config.projection_dim)
-        self.text_projection = nn.Linear(text_config.hidden_size, config.projection_dim)
-        self.lexicon_head = BertOnlyMLMHead(text_config)
-        # §5.1: the latent projections start with PyTorch's default `nn.Linear` initialisation.
-        self.video_projection._unify_init = "torch_default"
-        self.text_projection._unify_init = "torch_default"
-        self.training_stage = 2
         # The towers read their sub-config's attention implementation: give them the model's.
         for sub_config in (config.text_config, config.vision_config):
             if sub_config._attn_implementation is None:
                 sub_config._attn_implementation_internal = config._attn_implementation
+        num_shared = config.num_shared_layers
+        self.text_model = UnifyTextTransformer(config.text_config, num_shared)
+        self.vision_model = UnifyVisionTransformer(config.vision_config, num_shared, config.share_branch_layernorm)
+        self.text_projection = nn.Linear(config.text_config.hidden_size, config.projection_dim)
+        self.video_projection = nn.Linear(config.vision_config.hidden_size, config.projection_dim)
+        self.lexicon_head = BertOnlyMLMHead(config.text_config)
+        self.text_projection._unify_init = "torch_default"
+        self.video_projection._unify_init = "torch_default"
+        self.training_stage = 2
         self.post_init()
 
     # ---- embeddings accessors (resize_token_embeddings, tying) ----
 
     def get_input_embeddings(self) -> nn.Embedding:
-        return self.text_embeddings.word_embeddings
+        return self.text_model.embeddings.word_embeddings
 
     def set_input_embeddings(self, value: nn.Embedding):
-        self.text_embeddings.word_embeddings = value
+        self.text_model.embeddings.word_embeddings = value
 
     def get_output_embeddings(self) -> nn.Linear:
         return self.lexicon_head.predictions.decoder
@@ -808,43 +953,36 @@ class UnifyModel(UnifyPreTrainedModel):
         self.lexicon_head.predictions.decoder = new_embeddings
         self.lexicon_head.predictions.bias = new_embeddings.bias
 
-    # ---- training stages (spec §8.2, decisions 12) ----
+    # ---- training stages ----
 
     def _frozen_modules(self, stage: int | None = None) -> list[nn.Module]:
         stage = self.training_stage if stage is None else stage
         if stage == 0:
             return [self.vision_model, self.video_projection]
         if stage == 1 and self.config.freeze_text_in_stage1:
-            frozen = [self.text_embeddings, self.text_stem, self.text_lexicon_layers, self.lexicon_head]
+            # Everything that feeds the text lexicon: the embeddings (= the tied decoder), the stem (shared with
+            # the latent branch, so training it through the latent loss would move the lexicon too), the lexicon
+            # branch and the head. The new text latent projection trains, or the text latent space stays random.
+            encoder = self.text_model.encoder
+            frozen = [self.text_model.embeddings, encoder.stem, encoder.lexicon_layers, self.lexicon_head]
             if not self.config.stage1_train_text_latent_branch:
-                frozen.append(self.text_latent_layers)
+                frozen.append(encoder.latent_layers)
             return frozen
         return []
-
-    @torch.no_grad()
-    def copy_text_lexicon_branch_to_latent_branch(self) -> None:
-        """Make the text latent branch a copy of the text lexicon branch.
-
-        §10.2 initialises both text branches from the same pretrained BERT layers. A text tower trained from
-        scratch with MLM (stage 0) only trains the stem and the lexicon branch, leaving the latent branch at
-        its random initialisation (whose [CLS] output barely depends on the caption, so stage 1, which freezes
-        it, cannot align anything). Copying the MLM-trained layers re-creates the pretrained starting point;
-        call it at the end of stage 0."""
-        for latent_layer, lexicon_layer in zip(self.text_latent_layers, self.text_lexicon_layers):
-            latent_layer.load_state_dict(lexicon_layer.state_dict())
 
     def set_training_stage(self, stage: int) -> UnifyModel:
         """Switch between the training stages; sets `requires_grad` of EVERY parameter.
 
-        * 0: text-only MLM pretraining (the demo's stand-in for a pretrained BERT): the video tower and the
-          video projection are frozen; `forward(return_loss=True)` is the MLM loss alone.
-        * 1: spec §8.2: the text embeddings (and so the tied MLM decoder), stem, lexicon branch, latent branch
-          (unless `config.stage1_train_text_latent_branch`) and the MLM head are frozen, kept in `eval()`
-          and run under `no_grad`; the video tower, both latent projections train. Gradients still flow
-          through the frozen MLM head into the video features. Loss: Eq. (15) without MLM.
-        * 2: everything trainable; loss: Eq. (15) with MLM (when `config.use_mlm`).
+        * 0: text-only pretraining: the video tower and the video projection are frozen.
+        * 1: paper Sec. 3.3, first stage: the text embeddings (and so the tied MLM decoder), stem, lexicon
+          branch, latent branch (unless `config.stage1_train_text_latent_branch`) and the MLM head are frozen
+          and kept in `eval()` (no dropout); the video tower and both latent projections train. Gradients still
+          flow through the frozen MLM head into the video features.
+        * 2: everything trainable.
 
-        Frozen modules stay in `eval()` mode across `model.train()`. Re-wrap DDP after a change.
+        Frozen parameters need no `torch.no_grad()`: with `requires_grad=False` on every parameter of a path
+        whose inputs carry no gradient, autograd records nothing for it. The losses of each stage:
+        [`stage_loss_terms`]. Re-wrap DDP after a change (DDP registers only trainable parameters).
         """
         if stage not in (0, 1, 2):
             raise ValueError(f"`stage` must be 0, 1 or 2, got {stage!r}")
@@ -863,14 +1001,42 @@ class UnifyModel(UnifyPreTrainedModel):
                 module.eval()
         return self
 
-    def distill_weight_at(self, step: int, total_steps: int) -> float:
-        """Self-distillation weight α at optimiser step `step` of `total_steps` (spec §8.1): linear from
-        `config.distill_weight_start` at step 0 to `config.distill_weight_end` at the last step."""
-        if total_steps < 1:
-            raise ValueError(f"`total_steps` must be >= 1, got {total_steps}")
-        fraction = min(max(step / max(total_steps - 1, 1), 0.0), 1.0)
-        start, end = self.config.distill_weight_start, self.config.distill_weight_end
-        return float(start + (end - start) * fraction)
+    def stage_loss_terms(self, stage: int | None = None) -> tuple[str, ...]:
+        """The loss terms of a training stage (default: the current one), named as [`UnifyOutput`]'s fields.
+
+        This is the stage rule, in one place: [`compute_loss`] computes exactly these terms, and a training
+        loop reads it to know which inputs to prepare (`loss_latent` present: encode and gather both
+        modalities; `loss_mlm`: make MLM inputs).
+
+        * stage 0: `loss_mlm` (+ `loss_bag_of_words` when `config.bag_of_words_weight > 0`);
+        * stage 1: `loss_latent`, `loss_lexicon`, `loss_flops` (+ `loss_distill` when
+          `config.use_self_distillation`);
+        * stage 2: stage 1's terms (+ `loss_mlm` when `config.use_mlm`).
+        """
+        stage = self.training_stage if stage is None else stage
+        if stage not in (0, 1, 2):
+            raise ValueError(f"`stage` must be 0, 1 or 2, got {stage!r}")
+        config = self.config
+        if stage == 0:
+            return ("loss_mlm",) + (("loss_bag_of_words",) if config.bag_of_words_weight > 0 else ())
+        terms = ("loss_latent", "loss_lexicon", "loss_flops")
+        terms += ("loss_distill",) if config.use_self_distillation else ()
+        if stage == 2 and config.use_mlm:
+            terms += ("loss_mlm",)
+        return terms
+
+    @torch.no_grad()
+    def copy_text_lexicon_branch_to_latent_branch(self) -> None:
+        """Make the text latent branch a copy of the text lexicon branch.
+
+        A pretrained BERT initialises both text branches with the same layers. A text tower trained from
+        scratch in stage 0 trains only the stem and the lexicon branch, leaving the latent branch at its random
+        initialisation (whose [CLS] output barely depends on the caption, so stage 1, which freezes it, cannot
+        align anything). Copying the trained layers re-creates the pretrained starting point; call it at the
+        end of stage 0."""
+        encoder = self.text_model.encoder
+        for latent_layer, lexicon_layer in zip(encoder.latent_layers, encoder.lexicon_layers):
+            latent_layer.load_state_dict(lexicon_layer.state_dict())
 
     def make_mlm_inputs(
         self,
@@ -902,66 +1068,21 @@ class UnifyModel(UnifyPreTrainedModel):
         self, pixel_values_videos: torch.Tensor, output_hidden_states: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, UnifyEncoderOutput]:
         """Eqs. (1)-(5): `[B, T, C, H, W]` -> latent `[B, d]`, lexicon `[B, V]` (float32), tower output."""
-        # Stage 0 trains the text side alone. In stage 1 the video lexicon path runs through the frozen shared
-        # head with autograd on, so gradients reach the video features (§8.2).
-        with _no_grad_if(self.training_stage == 0):
-            tower = self.vision_model(pixel_values_videos, output_hidden_states=output_hidden_states)
-            latent = self.video_projection(tower.latent_last_hidden_state[:, 0])
-            patches = tower.lexicon_last_hidden_state
-            if not self.config.video_lexicon_include_cls:
-                patches = patches[:, 1:]  # A8: the video [CLS] takes no part in the lexicon pooling
-            logits = self.lexicon_head(patches)
-            lexicon = pool_lexicon(logits, None, self.config.lexicon_activation, self.config.lexicon_pooling)
+        tower = self.vision_model(pixel_values_videos, output_hidden_states=output_hidden_states)
+        latent = self.video_projection(tower.latent_last_hidden_state[:, 0])
+        patches = tower.lexicon_last_hidden_state
+        if not self.config.video_lexicon_include_cls:
+            patches = patches[:, 1:]  # the lexicon pools the local (patch) features only
+        logits = self.lexicon_head(patches)
+        lexicon = pool_lexicon(logits, None, self.config.lexicon_activation, self.config.lexicon_pooling)
         return latent.float(), lexicon, tower
 
-    def _text_tower(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        output_hidden_states: bool = False,
-        compute_latent: bool = True,
-        compute_lexicon: bool = True,
-    ) -> UnifyEncoderOutput:
-        """Text stem and branches (spec §4, Eq. 6), `BertLayer`s with one bidirectional mask (padding)."""
-        frozen = self.training_stage == 1 and self.config.freeze_text_in_stage1
-        latent_frozen = frozen and not self.config.stage1_train_text_latent_branch
-        with _no_grad_if(frozen):
-            hidden_states = self.text_embeddings(input_ids=input_ids)
-            mask = create_bidirectional_mask(
-                config=self.config.text_config, inputs_embeds=hidden_states, attention_mask=attention_mask
-            )
-            stem_states = [hidden_states]
-            for layer in self.text_stem:
-                hidden_states = layer(hidden_states, mask)
-                stem_states.append(hidden_states)
-
-        def run_branch(layers: nn.ModuleList):
-            states, branch_hidden = [], hidden_states
-            for layer in layers:
-                branch_hidden = layer(branch_hidden, mask)
-                states.append(branch_hidden)
-            return branch_hidden, tuple(states)
-
-        latent, latent_states = (None, None)
-        if compute_latent:
-            with _no_grad_if(latent_frozen):
-                latent, latent_states = run_branch(self.text_latent_layers)
-        lexicon, lexicon_states = (None, None)
-        if compute_lexicon:
-            with _no_grad_if(frozen):
-                lexicon, lexicon_states = run_branch(self.text_lexicon_layers)
-        return UnifyEncoderOutput(
-            latent_last_hidden_state=latent,
-            lexicon_last_hidden_state=lexicon,
-            stem_hidden_states=tuple(stem_states) if output_hidden_states else None,
-            latent_hidden_states=latent_states if output_hidden_states else None,
-            lexicon_hidden_states=lexicon_states if output_hidden_states else None,
-        )
-
-    def _text_lexicon_mask(self, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Rows of the text lexicon pooling: non-padding tokens; without [CLS]/[SEP] when configured (A9)."""
+    def _text_lexicon_mask(self, attention_mask: torch.Tensor, include_special: bool | None = None) -> torch.Tensor:
+        """Rows of the text lexicon pooling: non-padding tokens; without [CLS] (first) and [SEP] (last
+        non-padding token) when `include_special` is False (default: `config.text_lexicon_include_special`)."""
+        include_special = self.config.text_lexicon_include_special if include_special is None else include_special
         mask = attention_mask.bool()
-        if not self.config.text_lexicon_include_special:
+        if not include_special:
             mask = mask.clone()
             mask[:, 0] = False
             last = attention_mask.long().sum(dim=1) - 1
@@ -972,162 +1093,256 @@ class UnifyModel(UnifyPreTrainedModel):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, output_hidden_states: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, UnifyEncoderOutput]:
         """Eqs. (6)-(8): `[B, L]` ids -> latent `[B, d]`, lexicon `[B, V]` (float32), tower output."""
-        tower = self._text_tower(input_ids, attention_mask, output_hidden_states)
+        tower = self.text_model(input_ids, attention_mask, output_hidden_states=output_hidden_states)
         cls_feature = tower.latent_last_hidden_state[:, 0]
         if self.config.text_projection_relu:
             cls_feature = torch.relu(cls_feature)
         latent = self.text_projection(cls_feature)
-        with _no_grad_if(self.training_stage == 1 and self.config.freeze_text_in_stage1):
-            logits = self.lexicon_head(tower.lexicon_last_hidden_state)
-            lexicon = pool_lexicon(
-                logits,
-                self._text_lexicon_mask(attention_mask),
-                self.config.lexicon_activation,
-                self.config.lexicon_pooling,
-            )
+        logits = self.lexicon_head(tower.lexicon_last_hidden_state)
+        lexicon = pool_lexicon(
+            logits, self._text_lexicon_mask(attention_mask), self.config.lexicon_activation, self.config.lexicon_pooling
+        )
         return latent.float(), lexicon, tower
 
     @staticmethod
-    def _check_text_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    def _check_text_inputs(
+        input_ids: torch.Tensor, attention_mask: torch.Tensor | None, name: str = "input_ids"
+    ) -> torch.Tensor:
         if input_ids.ndim != 2:
-            raise ValueError(f"`input_ids` must be [batch, length], got shape {tuple(input_ids.shape)}")
+            raise ValueError(f"`{name}` must be [batch, length], got shape {tuple(input_ids.shape)}")
         if attention_mask is None:
             return torch.ones_like(input_ids)
         if attention_mask.shape != input_ids.shape:
             raise ValueError(
-                f"`attention_mask` {tuple(attention_mask.shape)} must have the shape of `input_ids` "
+                f"`attention_mask` {tuple(attention_mask.shape)} must have the shape of `{name}` "
                 f"{tuple(input_ids.shape)}"
             )
         return attention_mask
 
-    def get_video_features(
-        self, pixel_values_videos: torch.Tensor, output_hidden_states: bool = False, **kwargs: Any
-    ) -> UnifyFeaturesOutput:
-        """Video embeddings (paper Eqs. 1-5).
-
-        Args:
-            pixel_values_videos: `[B, T, 3, H, W]` with 1 <= T <= `vision_config.num_frames` (images: T = 1).
-            output_hidden_states: also return every layer's hidden states.
-
-        Returns:
-            [`UnifyFeaturesOutput`]: `pooler_output` the latent embedding `[B, projection_dim]`, `lexicon_embeds`
-            the non-negative lexicon vector `[B, vocab_size]` (both float32, not normalised), `last_hidden_state`
-            the latent branch's output `[B, S, D]`.
-        """
-        latent, lexicon, tower = self._encode_video(pixel_values_videos, output_hidden_states=output_hidden_states)
-        return _features_output(latent, lexicon, tower, output_hidden_states)
+    @staticmethod
+    def _features_output(
+        latent: torch.Tensor, lexicon: torch.Tensor, tower: UnifyEncoderOutput, output_hidden_states: bool,
+        return_dict: bool,
+    ) -> UnifyFeaturesOutput | tuple:
+        hidden_states = None
+        if output_hidden_states:
+            hidden_states = tuple(tower.stem_hidden_states or ()) + tuple(tower.latent_hidden_states or ())
+        output = UnifyFeaturesOutput(
+            pooler_output=latent,
+            lexicon_embeds=lexicon,
+            last_hidden_state=tower.latent_last_hidden_state,
+            hidden_states=hidden_states,
+            lexicon_last_hidden_state=tower.lexicon_last_hidden_state,
+        )
+        return output if return_dict else output.to_tuple()
 
     def get_text_features(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        output_hidden_states: bool = False,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
         **kwargs: Any,
-    ) -> UnifyFeaturesOutput:
-        """Text embeddings (paper Eqs. 6-8).
+    ) -> UnifyFeaturesOutput | tuple:
+        """Text embeddings (Eqs. 6-8).
 
         Args:
             input_ids: `[B, L]` token ids.
             attention_mask: `[B, L]`, 0 on padding (default: no padding). Other tokenizer outputs
                 (`token_type_ids`) are accepted and ignored.
-            output_hidden_states: also return every layer's hidden states.
+            output_hidden_states: also return every layer's hidden states (default: the config's).
+            return_dict: a [`UnifyFeaturesOutput`] (default) or its tuple.
 
         Returns:
             [`UnifyFeaturesOutput`]: `pooler_output` the latent embedding `[B, projection_dim]`, `lexicon_embeds`
             the non-negative lexicon vector `[B, vocab_size]` (both float32, not normalised), `last_hidden_state`
             the latent branch's output `[B, L, D]`.
         """
+        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        return_dict = self.config.return_dict if return_dict is None else return_dict
         attention_mask = self._check_text_inputs(input_ids, attention_mask)
-        latent, lexicon, tower = self._encode_text(input_ids, attention_mask, output_hidden_states=output_hidden_states)
-        return _features_output(latent, lexicon, tower, output_hidden_states)
+        latent, lexicon, tower = self._encode_text(input_ids, attention_mask, output_hidden_states)
+        return self._features_output(latent, lexicon, tower, output_hidden_states, return_dict)
+
+    def get_video_features(
+        self,
+        pixel_values_videos: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> UnifyFeaturesOutput | tuple:
+        """Video embeddings (Eqs. 1-5).
+
+        Args:
+            pixel_values_videos: `[B, T, 3, H, W]` with 1 <= T <= `vision_config.num_frames` (images: T = 1).
+            output_hidden_states: also return every layer's hidden states (default: the config's).
+            return_dict: a [`UnifyFeaturesOutput`] (default) or its tuple.
+
+        Returns:
+            [`UnifyFeaturesOutput`]: `pooler_output` the latent embedding `[B, projection_dim]`, `lexicon_embeds`
+            the non-negative lexicon vector `[B, vocab_size]` (both float32, not normalised), `last_hidden_state`
+            the latent branch's output `[B, S, D]`.
+        """
+        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        latent, lexicon, tower = self._encode_video(pixel_values_videos, output_hidden_states)
+        return self._features_output(latent, lexicon, tower, output_hidden_states, return_dict)
 
     def get_text_mlm_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """`[B, L, vocab_size]` logits of the lexicon text path (stem -> lexicon branch -> shared MLM head),
-        the path the MLM loss trains (Eq. 11, A17)."""
+        """`[B, L, vocab_size]` logits of the lexicon text path (stem -> lexicon branch -> shared MLM head), the
+        path the MLM loss trains."""
         attention_mask = self._check_text_inputs(input_ids, attention_mask)
-        tower = self._text_tower(input_ids, attention_mask, compute_latent=False)
+        tower = self.text_model(input_ids, attention_mask, compute_latent=False)
         return self.lexicon_head(tower.lexicon_last_hidden_state)
 
     def mlm_loss(
         self, mlm_input_ids: torch.Tensor, attention_mask: torch.Tensor | None, mlm_labels: torch.Tensor
     ) -> torch.Tensor:
-        """MLM loss of Eq. (11) on separately masked captions (§8.3), through the lexicon text path (stem ->
-        lexicon branch -> shared head, A17); the head runs on the masked positions only.
+        """MLM loss (Eq. 11) on separately masked captions through the lexicon text path (stem -> lexicon
+        branch -> shared head: the MLM head IS the lexicon head, so MLM keeps the text lexicon a language
+        model's vocabulary distribution); the head runs on the masked positions only.
 
         Args:
             mlm_input_ids: `[B, L]` masked caption ids (see `make_mlm_inputs`).
             attention_mask: `[B, L]`, 0 on padding (the mask of the unmasked captions).
             mlm_labels: `[B, L]`, original ids at masked positions, -100 elsewhere.
         """
-        attention_mask = self._check_text_inputs(mlm_input_ids, attention_mask)
+        attention_mask = self._check_text_inputs(mlm_input_ids, attention_mask, "mlm_input_ids")
         if mlm_labels.shape != mlm_input_ids.shape:
             raise ValueError(
                 f"`mlm_labels` {tuple(mlm_labels.shape)} must have the shape of `mlm_input_ids` "
                 f"{tuple(mlm_input_ids.shape)}"
             )
-        tower = self._text_tower(mlm_input_ids, attention_mask, compute_latent=False)
+        tower = self.text_model(mlm_input_ids, attention_mask, compute_latent=False)
         selected = mlm_labels != IGNORE_INDEX
         logits = self.lexicon_head(tower.lexicon_last_hidden_state[selected])
         return masked_lm_loss(logits, mlm_labels[selected])
 
+    def bag_of_words_loss(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """[`bag_of_words_loss`] of unmasked captions: the max-pooled lexicon-path logits (the pre-activation of
+        the text lexicon, pooled over the same rows) predict the caption's own words. [CLS] and [SEP] (first and
+        last non-padding token) are not targets: every caption has them, so they would tell captions apart by
+        nothing.
+
+        Args:
+            input_ids: `[B, L]` caption ids (not masked).
+            attention_mask: `[B, L]`, 0 on padding.
+        """
+        attention_mask = self._check_text_inputs(input_ids, attention_mask)
+        tower = self.text_model(input_ids, attention_mask, compute_latent=False)
+        logits = self.lexicon_head(tower.lexicon_last_hidden_state)
+        rows = self._text_lexicon_mask(attention_mask)
+        pooled = logits.masked_fill(~rows[..., None], torch.finfo(logits.dtype).min).max(dim=1).values
+        words = caption_bag_of_words(
+            input_ids, self._text_lexicon_mask(attention_mask, include_special=False), logits.shape[-1]
+        )
+        return bag_of_words_loss(pooled, words)
+
     # ---- scores and losses ----
 
     def compute_similarities(
-        self,
-        video_latent: torch.Tensor,
-        video_lexicon: torch.Tensor,
-        text_latent: torch.Tensor,
-        text_lexicon: torch.Tensor,
+        self, text_features: Any, video_features: Any
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`(latent, lexicon, fused)` cosine similarity matrices `[N_v, N_t]` (§6, Eq. 9); fused =
-        `fusion_weights[0]·latent + fusion_weights[1]·lexicon` (1:1 by default)."""
-        latent = cosine_similarity_matrix(video_latent, text_latent)
-        lexicon = cosine_similarity_matrix(video_lexicon, text_lexicon)
+        """`(latent, lexicon, fused)` cosine similarity matrices `[N_text, N_video]` (Eq. 9), texts first like
+        `TMassModel.similarity`; fused = `fusion_weights[0]·latent + fusion_weights[1]·lexicon` (1:1 by default).
+
+        Args:
+            text_features: a [`UnifyFeaturesOutput`] of `get_text_features`, or a `(latent [N_t, d],
+                lexicon [N_t, V])` pair.
+            video_features: the same for videos (`[N_v, d]`, `[N_v, V]`).
+        """
+        text_latent, text_lexicon = _latent_and_lexicon(text_features, "text_features")
+        video_latent, video_lexicon = _latent_and_lexicon(video_features, "video_features")
+        latent = cosine_similarity_matrix(text_latent, video_latent)
+        lexicon = cosine_similarity_matrix(text_lexicon, video_lexicon)
         latent_weight, lexicon_weight = self.config.fusion_weights
         return latent, lexicon, latent_weight * latent + lexicon_weight * lexicon
 
     def compute_loss(
         self,
-        video_latent: torch.Tensor,
-        video_lexicon: torch.Tensor,
-        text_latent: torch.Tensor,
-        text_lexicon: torch.Tensor,
+        text_features: Any = None,
+        video_features: Any = None,
         *,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        mlm_input_ids: torch.Tensor | None = None,
+        mlm_labels: torch.Tensor | None = None,
         distill_weight: float | None = None,
-        mlm_loss: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """Eq. (15) for stages 1 and 2 on aligned embeddings (row i of the video tensors pairs with row i of
-        the text tensors). A distributed training script can call this on embeddings all-gathered with
-        gradient, so that the contrastive, FLOPs and distillation terms see the global batch (§8.4).
+    ) -> UnifyOutput:
+        """The loss of the current training stage (Eq. 15), exactly the terms [`stage_loss_terms`] names.
+
+        `forward(return_loss=True)` calls it on the batch's own embeddings. A distributed training loop calls it
+        on embeddings all-gathered with gradient, so that the contrastive, FLOPs and distillation terms see the
+        global batch, and with its LOCAL text inputs for the per-caption terms (MLM, bag of words): DDP's
+        gradient averaging then gives their mean over processes.
+
+        Args:
+            text_features, video_features: aligned pairs (row i of each is pair i), each a
+                [`UnifyFeaturesOutput`] or a `(latent, lexicon)` pair of tensors; needed by stages 1 and 2.
+            input_ids, attention_mask: `[B, L]` unmasked captions; `input_ids` is needed by the bag-of-words
+                term, `attention_mask` is also the mask of `mlm_input_ids`.
+            mlm_input_ids, mlm_labels: `[B, L]` masked captions and their labels (see [`make_mlm_inputs`]); needed
+                by the MLM term.
+            distill_weight: self-distillation weight α for this step (the paper decays it linearly from 1 to 0
+                over training); default `config.distill_weight`.
 
         Returns:
-            A dict with `loss` and the unweighted terms `latent_contrastive_loss`, `lexicon_contrastive_loss`,
-            `flops_loss`, `distill_loss` (absent when `config.use_self_distillation` is False) and, when given,
-            `mlm_loss` (added with weight 1).
+            [`UnifyOutput`] with `loss`, the unweighted terms of the stage and, when the contrastive terms are
+            computed, the similarity matrices they used.
         """
-        if video_latent.shape[0] != text_latent.shape[0]:
-            raise ValueError(
-                f"the contrastive loss needs aligned pairs: {video_latent.shape[0]} videos and "
-                f"{text_latent.shape[0]} texts"
-            )
         config = self.config
-        alpha = config.distill_weight_start if distill_weight is None else distill_weight
-        latent_sim, lexicon_sim, _ = self.compute_similarities(video_latent, video_lexicon, text_latent, text_lexicon)
-        terms = {
-            "latent_contrastive_loss": contrastive_loss(latent_sim, config.temperature),
-            "lexicon_contrastive_loss": contrastive_loss(lexicon_sim, config.temperature),
-            "flops_loss": flops_regularizer(video_lexicon) + flops_regularizer(text_lexicon),
-        }
-        total = terms["latent_contrastive_loss"] + terms["lexicon_contrastive_loss"]
-        total = total + config.flops_weight * terms["flops_loss"]
-        if config.use_self_distillation:
-            terms["distill_loss"] = self_distillation_loss(latent_sim, lexicon_sim, config.temperature)
-            total = total + alpha * terms["distill_loss"]
-        if mlm_loss is not None:
-            terms["mlm_loss"] = mlm_loss
-            total = total + mlm_loss
-        terms["loss"] = total
-        return terms
+        stage = self.training_stage
+        terms = self.stage_loss_terms()
+        results: dict[str, Any] = {}
+        total = None
+
+        def add(name: str, value: torch.Tensor, weight: float = 1.0) -> None:
+            nonlocal total
+            results[name] = value
+            total = weight * value if total is None else total + weight * value
+
+        if "loss_latent" in terms:
+            if text_features is None or video_features is None:
+                raise ValueError(
+                    f"training stage {stage} needs `text_features` and `video_features` (or, in forward, "
+                    "`input_ids` and `pixel_values_videos`) for its contrastive loss"
+                )
+            text_latent, text_lexicon = _latent_and_lexicon(text_features, "text_features")
+            video_latent, video_lexicon = _latent_and_lexicon(video_features, "video_features")
+            if text_latent.shape[0] != video_latent.shape[0]:
+                raise ValueError(
+                    f"the contrastive loss needs aligned pairs: {text_latent.shape[0]} texts and "
+                    f"{video_latent.shape[0]} videos"
+                )
+            latent_sim, lexicon_sim, fused_sim = self.compute_similarities(
+                (text_latent, text_lexicon), (video_latent, video_lexicon)
+            )
+            add("loss_latent", contrastive_loss(latent_sim, config.temperature))
+            add("loss_lexicon", contrastive_loss(lexicon_sim, config.temperature))
+            add("loss_flops", flops_regularizer(video_lexicon) + flops_regularizer(text_lexicon), config.flops_weight)
+            if "loss_distill" in terms:
+                alpha = config.distill_weight if distill_weight is None else distill_weight
+                add("loss_distill", self_distillation_loss(latent_sim, lexicon_sim, config.temperature), alpha)
+            results.update(
+                logits_per_text=fused_sim, logits_per_video=fused_sim.t(),
+                logits_per_text_latent=latent_sim, logits_per_video_latent=latent_sim.t(),
+                logits_per_text_lexicon=lexicon_sim, logits_per_video_lexicon=lexicon_sim.t(),
+            )  # fmt: skip
+        if "loss_mlm" in terms:
+            if mlm_input_ids is None or mlm_labels is None:
+                raise ValueError(
+                    f"training stage {stage} needs `mlm_input_ids` and `mlm_labels` for its MLM loss (make them "
+                    "with `make_mlm_inputs`; or set `config.use_mlm=False` for stage 2)"
+                )
+            add("loss_mlm", self.mlm_loss(mlm_input_ids, attention_mask, mlm_labels))
+        if "loss_bag_of_words" in terms:
+            if input_ids is None:
+                raise ValueError(
+                    "training stage 0 with `config.bag_of_words_weight > 0` needs the unmasked captions "
+                    "`input_ids` for its bag-of-words loss"
+                )
+            add("loss_bag_of_words", self.bag_of_words_loss(input_ids, attention_mask), config.bag_of_words_weight)
+        return UnifyOutput(loss=total, **results)
 
     def forward(
         self,
@@ -1142,116 +1357,74 @@ class UnifyModel(UnifyPreTrainedModel):
         return_dict: bool | None = None,
         **kwargs: Any,
     ) -> UnifyOutput | tuple:
-        """Encode videos and/or captions, score them and (with `return_loss=True`) compute the current
-        training stage's loss.
+        """Encode captions and/or videos, score them and (with `return_loss=True`) compute the current training
+        stage's loss.
 
         Args:
-            input_ids: `[B, L]` caption ids (unmasked; the contrastive passes use them).
+            input_ids: `[B, L]` caption ids (unmasked; the contrastive terms use them).
             attention_mask: `[B, L]`, 0 on padding; also the mask of `mlm_input_ids`.
             pixel_values_videos: `[B, T, 3, H, W]`, 1 <= T <= `vision_config.num_frames`.
-            return_loss: compute the loss of the current stage (`set_training_stage`):
-                stage 0: MLM only (needs `mlm_input_ids`, `mlm_labels`);
-                stage 1: latent + lexicon contrastive + λ·FLOPs + α·distillation (needs both modalities as
-                aligned pairs; MLM inputs are ignored);
-                stage 2: stage 1 + MLM (needs the MLM inputs too unless `config.use_mlm` is False).
-                `True` raises when an input the stage needs is missing; `False` never computes it; `None` (the
-                default) computes it exactly when those inputs are present, so that the HF `Trainer` gets a
-                loss from a training batch and plain inference calls do not.
+            return_loss: compute the loss of the current stage ([`compute_loss`]; default off, like CLIP:
+                the HF `Trainer` passes `return_loss=True` from its collator). Raises when an input the stage
+                needs is missing: stage 0 needs `mlm_input_ids`, `mlm_labels` (and `input_ids` with the
+                bag-of-words term); stage 1 `input_ids` and `pixel_values_videos` as aligned pairs; stage 2 both.
             mlm_input_ids: `[B, L]` masked captions (see [`make_mlm_inputs`]).
             mlm_labels: `[B, L]`, original ids at masked positions, -100 elsewhere.
-            distill_weight: α for this call (e.g. `distill_weight_at(step, total)`); default
-                `config.distill_weight_start`.
-            output_hidden_states: return every layer's output in `video_model_output` / `text_model_output`.
+            distill_weight: α for this call; default `config.distill_weight`.
+            output_hidden_states: return every layer's output in `text_model_output` / `video_model_output`.
             return_dict: return a [`UnifyOutput`] (default) or a tuple.
             kwargs: other tokenizer / trainer outputs (`token_type_ids`, `num_items_in_batch`, ...) are
                 accepted and ignored: UNIFY's captions are single segments.
         """
-        output_hidden_states = (
-            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        )
+        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
         return_dict = self.config.return_dict if return_dict is None else return_dict
-        stage = self.training_stage
         if input_ids is None and pixel_values_videos is None and mlm_input_ids is None:
             raise ValueError("pass `input_ids`, `pixel_values_videos` or (stage 0) `mlm_input_ids`")
 
         results: dict[str, Any] = {}
+        text_features = video_features = None
         if input_ids is not None:
-            text_mask = self._check_text_inputs(input_ids, attention_mask)
-            text_latent, text_lexicon, text_tower = self._encode_text(input_ids, text_mask, output_hidden_states)
+            attention_mask = self._check_text_inputs(input_ids, attention_mask)
+            text_latent, text_lexicon, text_tower = self._encode_text(input_ids, attention_mask, output_hidden_states)
+            text_features = (text_latent, text_lexicon)
             results.update(
                 text_latent_embeds=text_latent, text_lexicon_embeds=text_lexicon, text_model_output=text_tower
             )
         if pixel_values_videos is not None:
             video_latent, video_lexicon, video_tower = self._encode_video(pixel_values_videos, output_hidden_states)
+            video_features = (video_latent, video_lexicon)
             results.update(
                 video_latent_embeds=video_latent, video_lexicon_embeds=video_lexicon, video_model_output=video_tower
             )
-        if input_ids is not None and pixel_values_videos is not None:
-            latent_sim, lexicon_sim, fused_sim = self.compute_similarities(
-                video_latent, video_lexicon, text_latent, text_lexicon
-            )
+        if text_features is not None and video_features is not None:
+            latent_sim, lexicon_sim, fused_sim = self.compute_similarities(text_features, video_features)
             results.update(
-                logits_per_video=fused_sim, logits_per_text=fused_sim.t(),
-                logits_per_video_latent=latent_sim, logits_per_text_latent=latent_sim.t(),
-                logits_per_video_lexicon=lexicon_sim, logits_per_text_lexicon=lexicon_sim.t(),
+                logits_per_text=fused_sim, logits_per_video=fused_sim.t(),
+                logits_per_text_latent=latent_sim, logits_per_video_latent=latent_sim.t(),
+                logits_per_text_lexicon=lexicon_sim, logits_per_video_lexicon=lexicon_sim.t(),
             )  # fmt: skip
-
-        needs_mlm = stage == 0 or (stage == 2 and self.config.use_mlm)
-        if return_loss is None:
-            has_mlm = mlm_input_ids is not None and mlm_labels is not None
-            has_pairs = (
-                input_ids is not None
-                and pixel_values_videos is not None
-                and input_ids.shape[0] == pixel_values_videos.shape[0]
-            )
-            return_loss = (has_mlm or not needs_mlm) and (stage == 0 or has_pairs)
         if return_loss:
-            mlm_loss = None
-            if needs_mlm:
-                if mlm_input_ids is None or mlm_labels is None:
-                    raise ValueError(
-                        f"training stage {stage} needs `mlm_input_ids` and `mlm_labels` for its MLM loss "
-                        "(make them with `make_mlm_inputs`; or set `config.use_mlm=False` for stage 2)"
-                    )
-                mlm_loss = self.mlm_loss(mlm_input_ids, attention_mask, mlm_labels)
-            if stage == 0:
-                results.update(loss=mlm_loss, mlm_loss=mlm_loss)
-            else:
-                if input_ids is None or pixel_values_videos is None:
-                    raise ValueError(
-                        f"training stage {stage} needs both `input_ids` and `pixel_values_videos` for its loss"
-                    )
-                terms = self.compute_loss(
-                    video_latent, video_lexicon, text_latent, text_lexicon,
-                    distill_weight=distill_weight, mlm_loss=mlm_loss,
-                )  # fmt: skip
-                results.update(terms)
+            losses = self.compute_loss(
+                text_features, video_features, input_ids=input_ids, attention_mask=attention_mask,
+                mlm_input_ids=mlm_input_ids, mlm_labels=mlm_labels, distill_weight=distill_weight,
+            )  # fmt: skip
+            results.update({name: value for name, value in losses.items() if name.startswith("loss")})
 
         output = UnifyOutput(**results)  # built at the end: the tuple form follows the field order
-        if not return_dict:
-            return output.to_tuple()
-        return output
+        return output if return_dict else output.to_tuple()
 
-    # ---- building from pretrained parts (spec §10.2, decisions 11) ----
+    # ---- building from pretrained parts ----
 
     @classmethod
     def from_text_and_vision_pretrained(
         cls,
-        text_model: BertForMaskedLM | str | os.PathLike,
+        text_model: Any,
         vision_model: nn.Module | dict[str, torch.Tensor] | str | os.PathLike | None = None,
         **config_overrides: Any,
     ) -> UnifyModel:
-        """Build the initial UNIFY from a BERT MLM and a timm-format ViT (spec §3.4, §10.2).
-
-        Text: `bert.embeddings` -> `text_embeddings`; layers `[0, N_s)` -> `text_stem`; layers `[N_s, L)` ->
-        `text_latent_layers` AND `text_lexicon_layers` (two independent copies); `cls` -> `lexicon_head`,
-        its decoder re-tied to the new word embeddings; the pooler is dropped.
-
-        Video: timm ViT keys map by identity into the Frozen-style blocks: blocks `[0, N_s)` -> `stem`,
-        the others -> `latent_layers` AND `lexicon_layers`; `norm` -> both branch LayerNorms; `head.*` /
-        `pre_logits.*` dropped; a missing qkv bias is set to zero; the temporal parts start as in §3.4
-        (temporal embedding 0, `norm3` (1, 0), `timeattn.qkv` 0, `timeattn.proj` weight 1 / bias 0).
-        The latent projections get PyTorch's default `nn.Linear` initialisation (§5.1).
+        """Build the initial UNIFY from a BERT MLM and a timm-format ViT (paper Sec. 4.1: BERT text encoder,
+        TimeSformer video encoder whose spatial blocks come from an ImageNet-21K ViT-B/16). The mapping is
+        documented in `convert_unify_from_bert_timm`, which does the work.
 
         Args:
             text_model: a `BertForMaskedLM` or the path (or Hub id) of one.
@@ -1267,257 +1440,23 @@ class UnifyModel(UnifyPreTrainedModel):
         Returns:
             A `UnifyModel` in training stage 2.
         """
-        overrides = dict(config_overrides)
-        text_overrides = dict(overrides.pop("text_config", None) or {})
-        vision_overrides = dict(overrides.pop("vision_config", None) or {})
-        vision_fields = set(UnifyVisionConfig.__annotations__)
-        top_fields = set(UnifyConfig.__annotations__) - {"text_config", "vision_config"}
-        for name in list(overrides):
-            if name in top_fields:
-                continue
-            if name in vision_fields:
-                vision_overrides[name] = overrides.pop(name)
-            else:
-                raise ValueError(
-                    f"unknown override {name!r}: expected a UnifyConfig field, a vision field "
-                    f"({sorted(vision_fields)}), or `text_config=` / `vision_config=` dicts"
-                )
+        from .convert_unify_from_bert_timm import build_unify_from_bert_and_timm
 
-        if isinstance(text_model, (str, os.PathLike)):
-            text_model = BertForMaskedLM.from_pretrained(text_model)
-        if not isinstance(text_model, BertForMaskedLM):
-            raise TypeError(f"`text_model` must be a BertForMaskedLM or a path to one, got {type(text_model).__name__}")
-
-        vision_state_dict, vision_fields_found = _load_timm_vision_source(vision_model)
-        vision_config = _resolve_vision_config(vision_state_dict, vision_fields_found, vision_overrides)
-
-        text_config = text_model.config.to_dict()
-        text_config.update(text_overrides)
-        if text_config["hidden_size"] != vision_config["hidden_size"]:
-            raise ValueError(
-                f"text width ({text_config['hidden_size']}) and vision width ({vision_config['hidden_size']}) "
-                "differ: UNIFY sends video patches through the text MLM head, so they must be equal"
-            )
-        config = UnifyConfig(text_config=text_config, vision_config=vision_config, **overrides)
-        model = cls(config)
-        model._load_text_weights(text_model)
-        model._load_vision_weights(vision_state_dict)
-        model.tie_weights()
-        return model
-
-    @torch.no_grad()
-    def _load_text_weights(self, text_model: BertForMaskedLM):
-        """Copy a BERT MLM into the split text tower (in place, so the decoder tie survives)."""
-        bert = text_model.bert
-        num_shared = self.config.num_shared_layers
-        self.text_embeddings.load_state_dict(bert.embeddings.state_dict())
-        for index, layer in enumerate(bert.encoder.layer):
-            state = layer.state_dict()
-            if index < num_shared:
-                self.text_stem[index].load_state_dict(state)
-            else:
-                self.text_latent_layers[index - num_shared].load_state_dict(state)
-                self.text_lexicon_layers[index - num_shared].load_state_dict(state)
-        self.lexicon_head.load_state_dict(text_model.cls.state_dict())
-
-    @torch.no_grad()
-    def _load_vision_weights(self, timm_state_dict: dict[str, torch.Tensor]):
-        """Load a timm ViT state dict into the video tower with the mapping of spec §10.2."""
-        mapped = convert_timm_vit_state_dict(
-            timm_state_dict, self.config.num_shared_layers, self.config.share_branch_layernorm
-        )
-        target = self.vision_model.state_dict()
-        missing = set(target) - set(mapped)
-        temporal = re.compile(r"(^embeddings\.temporal_embed$)|(\.norm3\.)|(\.timeattn\.)")
-        not_new = sorted(key for key in missing if not temporal.search(key) and not key.endswith("attn.qkv.bias"))
-        if not_new:
-            raise ValueError(f"the ViT weights lack tensors the video tower needs: {not_new[:8]}")
-        for key, tensor in mapped.items():
-            if target[key].shape != tensor.shape:
-                raise ValueError(
-                    f"ViT tensor for {key} has shape {tuple(tensor.shape)}, expected {tuple(target[key].shape)}"
-                )
-        self.vision_model.load_state_dict(mapped, strict=False)
-        for key in missing:  # §3.4: a ViT without qkv bias (MIIL) gets an explicit zero bias
-            if key.endswith("attn.qkv.bias") and ".timeattn." not in key:
-                self.vision_model.get_parameter(key).zero_()
-
-
-# ----------------------------------------------------------------------------------------------------------
-# timm ViT -> UNIFY video tower (spec §3.4, §10.2). Pure torch: timm itself is needed only for the default
-# download, and is imported inside a `try:` block there (Hub remote code scans this file for imports).
-# ----------------------------------------------------------------------------------------------------------
-
-_TIMM_DROPPED = re.compile(r"^(head|pre_logits|head_drop)\.")
-_TIMM_BLOCK = re.compile(r"^blocks\.(\d+)\.(.+)$")
-_TIMM_BLOCK_PARAMS = re.compile(r"^(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias)$")
-
-
-def convert_timm_vit_state_dict(
-    state_dict: dict[str, torch.Tensor], num_shared_layers: int, share_branch_layernorm: bool = False
-) -> dict[str, torch.Tensor]:
-    """Map a timm ViT state dict to `UnifyVisionTransformer` keys (spec §10.2).
-
-    ViT block i goes to `stem.i` when i < `num_shared_layers`, otherwise to BOTH `latent_layers.{i-N_s}`
-    and `lexicon_layers.{i-N_s}` (independent copies); `norm` goes to both branch LayerNorms. Classifier
-    keys are dropped; any other unknown key (layer scale, register tokens, q/k norms, ...) raises, since
-    the Frozen-style block has no place for it. Temporal parameters are absent from the result (they are
-    new); so is the qkv bias when the ViT has none.
-    """
-    mapped: dict[str, torch.Tensor] = {}
-    unsupported = []
-    for key, tensor in state_dict.items():
-        if _TIMM_DROPPED.match(key):
-            continue
-        if key in ("cls_token", "pos_embed"):
-            mapped[f"embeddings.{key}"] = tensor
-        elif key.startswith("patch_embed.proj."):
-            mapped[f"embeddings.{key}"] = tensor
-        elif key.startswith("norm."):
-            mapped[f"latent_layernorm.{key[5:]}"] = tensor
-            if not share_branch_layernorm:
-                mapped[f"lexicon_layernorm.{key[5:]}"] = tensor.clone()
-        elif (match := _TIMM_BLOCK.match(key)) and _TIMM_BLOCK_PARAMS.match(match.group(2)):
-            index, rest = int(match.group(1)), match.group(2)
-            if index < num_shared_layers:
-                mapped[f"stem.{index}.{rest}"] = tensor
-            else:
-                mapped[f"latent_layers.{index - num_shared_layers}.{rest}"] = tensor
-                mapped[f"lexicon_layers.{index - num_shared_layers}.{rest}"] = tensor.clone()
-        else:
-            unsupported.append(key)
-    if unsupported:
-        raise ValueError(
-            "the ViT state dict holds tensors the Frozen-style video tower cannot use (a ViT variant with "
-            f"layer scale, register tokens, q/k norms or average pooling?): {unsupported[:8]}"
-        )
-    return mapped
-
-
-def _vision_config_from_timm_state_dict(
-    state_dict: dict[str, torch.Tensor], num_attention_heads: int | None = None
-) -> dict[str, Any]:
-    """Read the vision config fields a timm ViT state dict determines (widths, depth, patch and image size)."""
-    for key in ("patch_embed.proj.weight", "pos_embed", "cls_token", "blocks.0.mlp.fc1.weight"):
-        if key not in state_dict:
-            raise ValueError(f"the ViT state dict has no {key!r}: not a timm VisionTransformer with a class token")
-    hidden_size, num_channels, patch_size, _ = state_dict["patch_embed.proj.weight"].shape
-    num_patches = state_dict["pos_embed"].shape[1] - 1
-    grid = math.isqrt(num_patches)
-    if grid * grid != num_patches:
-        raise ValueError(
-            f"pos_embed holds {num_patches + 1} positions, not 1 + a square grid: register tokens or no class "
-            "position are not supported"
-        )
-    depth = 1 + max(int(m.group(1)) for key in state_dict if (m := _TIMM_BLOCK.match(key)))
-    if num_attention_heads is None:
-        if hidden_size % 64 != 0:
-            raise ValueError(
-                f"cannot infer the heads of a {hidden_size}-wide ViT from a state dict: pass `num_attention_heads`"
-            )
-        num_attention_heads = hidden_size // 64
-    return {
-        "hidden_size": int(hidden_size),
-        "num_channels": int(num_channels),
-        "patch_size": int(patch_size),
-        "image_size": int(grid * patch_size),
-        "num_hidden_layers": int(depth),
-        "intermediate_size": int(state_dict["blocks.0.mlp.fc1.weight"].shape[0]),
-        "num_attention_heads": int(num_attention_heads),
-        "qkv_bias": True,  # §3.4: kept in the architecture; zero-filled when the ViT has none
-    }
-
-
-def _resolve_vision_config(
-    state_dict: dict[str, torch.Tensor], fields_from_model: dict[str, Any], overrides: dict[str, Any]
-) -> dict[str, Any]:
-    """Vision config of the builder: what the weights fix, then what the timm model object tells, then the
-    user's overrides, which may not contradict the weights (decisions 11)."""
-    if "num_attention_heads" in fields_from_model:
-        heads = fields_from_model["num_attention_heads"]
-        if overrides.get("num_attention_heads", heads) != heads:
-            raise ValueError(f"`num_attention_heads` override contradicts the ViT model's blocks ({heads} heads)")
-    num_heads = overrides.get("num_attention_heads", fields_from_model.get("num_attention_heads"))
-    inferred = _vision_config_from_timm_state_dict(state_dict, num_heads)
-    inferred.update(fields_from_model)
-    for name in ("hidden_size", "patch_size", "image_size", "num_hidden_layers", "intermediate_size", "num_channels"):
-        if name in overrides and overrides[name] != inferred[name]:
-            raise ValueError(
-                f"vision override {name}={overrides[name]} contradicts the ViT weights ({name}={inferred[name]})"
-            )
-    return {**inferred, **overrides}
-
-
-def _load_timm_vision_source(
-    vision_model: nn.Module | dict[str, torch.Tensor] | str | os.PathLike | None,
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Return `(timm state dict, config fields read from a model object)` for the builder."""
-    if vision_model is None:
-        vision_model = _download_default_vit()
-    if isinstance(vision_model, nn.Module):
-        blocks = getattr(vision_model, "blocks", None)
-        if blocks is None or getattr(vision_model, "patch_embed", None) is None or len(blocks) == 0:
-            raise TypeError("`vision_model` must be a timm VisionTransformer (with `patch_embed` and `blocks`)")
-        first = blocks[0]
-        act = first.mlp.act
-        if isinstance(act, nn.GELU):
-            hidden_act = "gelu" if act.approximate == "none" else "gelu_pytorch_tanh"
-        else:
-            raise ValueError(f"unsupported ViT MLP activation {type(act).__name__}: UNIFY's blocks use GELU")
-        fields = {
-            "num_attention_heads": int(first.attn.num_heads),
-            "layer_norm_eps": float(first.norm1.eps),
-            "hidden_act": hidden_act,
-        }
-        return {k: v.detach() for k, v in vision_model.state_dict().items()}, fields
-    if isinstance(vision_model, (str, os.PathLike)):
-        path = os.fspath(vision_model)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"`vision_model` file {path!r} does not exist")
-        if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
-
-            state_dict = load_file(path)
-        else:
-            state_dict = torch.load(path, map_location="cpu", weights_only=True)
-        for wrapper in ("state_dict", "model"):
-            if isinstance(state_dict, dict) and wrapper in state_dict and isinstance(state_dict[wrapper], dict):
-                state_dict = state_dict[wrapper]
-        vision_model = state_dict
-    if isinstance(vision_model, dict):
-        return dict(vision_model), {}
-    raise TypeError(
-        "`vision_model` must be a timm VisionTransformer, a state dict, a file path or None, got "
-        f"{type(vision_model).__name__}"
-    )
-
-
-def _download_default_vit() -> nn.Module:
-    """timm's MIIL ImageNet-21K ViT-B/16 (spec §3.4), downloaded from the Hub."""
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        raise RuntimeError(
-            f"no `vision_model` given and the Hub is offline (HF_HUB_OFFLINE): cannot download "
-            f"{DEFAULT_VISION_CHECKPOINT}; pass a timm ViT, a state dict or a local file"
-        )
-    try:
-        import timm
-    except ImportError as error:
-        raise ImportError(
-            f"the default vision weights ({DEFAULT_VISION_CHECKPOINT}) need timm: `pip install timm`"
-        ) from error
-    return timm.create_model(DEFAULT_VISION_CHECKPOINT, pretrained=True)
+        return build_unify_from_bert_and_timm(text_model, vision_model, model_class=cls, **config_overrides)
 
 
 __all__ = [
     "UnifyEncoderOutput",
+    "UnifyFeaturesOutput",
     "UnifyModel",
     "UnifyOutput",
     "UnifyPreTrainedModel",
+    "UnifyStemAndBranches",
+    "UnifyTextTransformer",
     "UnifyVisionTransformer",
+    "bag_of_words_loss",
+    "caption_bag_of_words",
     "contrastive_loss",
-    "convert_timm_vit_state_dict",
     "cosine_similarity_matrix",
     "flops_regularizer",
     "lexicon_top_words",

@@ -1,5 +1,5 @@
-"""UnifyModel on disk: safetensors round trip with the tie (spec unify.md §13.4), Auto classes, and Hub
-remote code in a process where our packages cannot be imported (decisions 21)."""
+"""UnifyModel on disk: safetensors round trip with the tied lexicon head, Auto classes, Hub remote code in a
+process where our packages cannot be imported, and refusing folders of other model types."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -71,13 +72,13 @@ def test_safetensors_round_trip_keeps_the_tie_and_the_outputs(tmp_path):
     assert (tmp_path / "model.safetensors").is_file()
     with safe_open(str(tmp_path / "model.safetensors"), "pt") as stored:
         keys = set(stored.keys())
-    assert "text_embeddings.word_embeddings.weight" in keys
+    assert "text_model.embeddings.word_embeddings.weight" in keys
     assert "lexicon_head.predictions.decoder.weight" not in keys  # the tied copy is not stored
 
     loaded, info = UnifyModel.from_pretrained(tmp_path, output_loading_info=True)
     assert not info["missing_keys"]
     assert not info["unexpected_keys"] and not info["mismatched_keys"]
-    assert loaded.lexicon_head.predictions.decoder.weight is loaded.text_embeddings.word_embeddings.weight
+    assert loaded.lexicon_head.predictions.decoder.weight is loaded.text_model.embeddings.word_embeddings.weight
     assert loaded.lexicon_head.predictions.decoder.bias is loaded.lexicon_head.predictions.bias
     for name, tensor in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], tensor), name
@@ -88,15 +89,15 @@ def test_safetensors_round_trip_keeps_the_tie_and_the_outputs(tmp_path):
 
     # the tie is live after loading: training the word embeddings moves the lexicon decoder
     with torch.no_grad():
-        loaded.text_embeddings.word_embeddings.weight[10].add_(1.0)
-    decoder, embeddings = loaded.lexicon_head.predictions.decoder, loaded.text_embeddings.word_embeddings
+        loaded.text_model.embeddings.word_embeddings.weight[10].add_(1.0)
+    decoder, embeddings = loaded.lexicon_head.predictions.decoder, loaded.text_model.embeddings.word_embeddings
     assert torch.equal(decoder.weight[10], embeddings.weight[10])
 
 
 def test_loading_in_bfloat16(tmp_path):
     _model().save_pretrained(tmp_path)
     loaded = UnifyModel.from_pretrained(tmp_path, dtype=torch.bfloat16)
-    assert loaded.vision_model.stem[0].attn.qkv.weight.dtype == torch.bfloat16
+    assert loaded.vision_model.encoder.stem[0].attn.qkv.weight.dtype == torch.bfloat16
     with torch.no_grad():
         output = loaded(**_inputs(), return_loss=True)
     assert torch.isfinite(output.loss) and output.video_lexicon_embeds.dtype == torch.float32
@@ -117,7 +118,8 @@ def test_auto_classes_load_the_saved_folder(tmp_path):
         "AutoConfig": "configuration_unify.UnifyConfig",
         "AutoModel": "modeling_unify.UnifyModel",
     }
-    assert (tmp_path / "configuration_unify.py").is_file() and (tmp_path / "modeling_unify.py").is_file()
+    for name in ("configuration_unify.py", "modeling_unify.py", "convert_unify_from_bert_timm.py"):
+        assert (tmp_path / name).is_file(), name  # the flat files travel with the weights
 
 
 REMOTE_SCRIPT = textwrap.dedent(
@@ -152,7 +154,7 @@ REMOTE_SCRIPT = textwrap.dedent(
     model = AutoModel.from_pretrained(folder, trust_remote_code=True)
     assert type(config).__name__ == "UnifyConfig" and type(model).__name__ == "UnifyModel"
     assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
-    assert model.lexicon_head.predictions.decoder.weight is model.text_embeddings.word_embeddings.weight
+    assert model.lexicon_head.predictions.decoder.weight is model.text_model.embeddings.word_embeddings.weight
     inputs = load_file(inputs_file)
     with torch.no_grad():
         output = model(**inputs, return_loss=True)
@@ -182,3 +184,21 @@ def test_remote_code_loads_without_our_packages(tmp_path):
     actual = load_file(str(tmp_path / "outputs.safetensors"))
     for name in OUTPUT_FIELDS:
         torch.testing.assert_close(actual[name], expected[name], atol=0, rtol=0)
+
+
+def test_a_folder_of_another_model_type_is_refused_naming_both_types(tmp_path):
+    from transformers import BertConfig, BertModel, CLIPConfig, CLIPModel
+
+    tiny = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64)
+    CLIPModel(CLIPConfig(text_config=tiny, vision_config={**tiny, "image_size": 32, "patch_size": 16}, projection_dim=16)).save_pretrained(
+        tmp_path / "clip"
+    )
+    BertModel(BertConfig(vocab_size=100, **tiny)).save_pretrained(tmp_path / "bert")
+    for folder, model_type in ((tmp_path / "clip", "clip"), (tmp_path / "bert", "bert")):
+        with pytest.raises(ValueError, match=f"holds a '{model_type}' model .*not a 'unify' model"):
+            UnifyModel.from_pretrained(folder)
+        with pytest.raises(ValueError, match=f"'{model_type}'.*'unify'"):
+            UnifyConfig.from_pretrained(folder)
+    _model().save_pretrained(tmp_path / "unify")  # our own folder still loads, through both entry points
+    assert isinstance(UnifyConfig.from_pretrained(tmp_path / "unify"), UnifyConfig)
+    assert type(UnifyModel.from_pretrained(tmp_path / "unify")) is UnifyModel

@@ -1,5 +1,4 @@
-"""UNIFY losses on hand-computed cases (spec unify.md §13.6), MLM masking (§8.3) and `lexicon_top_words`
-(§12.1)."""
+"""UNIFY losses on hand-computed cases, MLM masking (the BERT recipe) and `lexicon_top_words` (paper Fig. 5)."""
 
 from __future__ import annotations
 
@@ -10,6 +9,8 @@ import torch
 from transformers import BertTokenizer
 
 from modeling_unify import (
+    bag_of_words_loss,
+    caption_bag_of_words,
     contrastive_loss,
     cosine_similarity_matrix,
     flops_regularizer,
@@ -83,7 +84,7 @@ def test_self_distillation_is_zero_for_equal_similarities_and_matches_a_hand_com
     loss = self_distillation_loss(latent_input, lexicon, tau)
     assert loss.item() == pytest.approx(expected, rel=1e-5)
     loss.backward()
-    assert latent_input.grad is None  # the latent teacher is detached (Eq. 14: sg)
+    assert latent_input.grad is None  # the latent teacher is detached (stop-gradient)
     assert lexicon.grad is not None and lexicon.grad.abs().sum() > 0
 
 
@@ -94,7 +95,7 @@ def test_cosine_similarity_matrix_handles_zero_vectors():
 
 
 # --------------------------------------------------------------------------------------------------------
-# make_mlm_inputs (§8.3)
+# make_mlm_inputs (the BERT recipe)
 # --------------------------------------------------------------------------------------------------------
 
 
@@ -155,7 +156,7 @@ def test_mlm_inputs_honour_a_special_tokens_mask():
 
 
 # --------------------------------------------------------------------------------------------------------
-# lexicon_top_words (§12.1)
+# lexicon_top_words (paper Fig. 5)
 # --------------------------------------------------------------------------------------------------------
 
 WORDS = ["[PAD]", "[unused0]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "red", "blue", "circle", "square", "##s", "spins"]
@@ -188,3 +189,52 @@ def test_lexicon_top_words_on_a_batch():
     assert words == [[("blue", 1.0)], [("spins", 3.0), ("square", 2.0)]]
     with pytest.raises(ValueError, match="lexicon"):
         lexicon_top_words(torch.zeros(1, 2, 3), _tokenizer())
+
+
+def test_lexicon_top_words_refuses_a_tokenizer_of_another_vocabulary_size():
+    five_tokens = BertTokenizer(vocab={"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "[MASK]": 4})
+    lexicon = torch.zeros(100)
+    lexicon[50] = 1.0
+    with pytest.raises(ValueError, match="100 dimensions but `tokenizer` has 5 tokens"):
+        lexicon_top_words(lexicon, five_tokens)
+    assert lexicon_top_words(torch.zeros(len(WORDS)), _tokenizer()) == []  # an all-zero vector has no words
+
+
+# --------------------------------------------------------------------------------------------------------
+# Caption bag-of-words reconstruction (the stage-0 grounding objective)
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_caption_bag_of_words_marks_the_words_at_the_given_positions():
+    input_ids = torch.tensor([[2, 7, 8, 7, 3, 0], [2, 9, 3, 0, 0, 0]])
+    words = torch.tensor([[0, 1, 1, 1, 0, 0], [0, 1, 0, 0, 0, 0]], dtype=torch.bool)
+    bag = caption_bag_of_words(input_ids, words, vocab_size=10)
+    assert bag.shape == (2, 10) and bag.dtype == torch.bool
+    assert bag[0].nonzero().flatten().tolist() == [7, 8] and bag[1].nonzero().flatten().tolist() == [9]
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        caption_bag_of_words(input_ids, words, vocab_size=8)
+    with pytest.raises(ValueError, match="word_mask"):
+        caption_bag_of_words(input_ids, words[:, :3], vocab_size=10)
+
+
+def test_bag_of_words_loss_is_the_balanced_binary_cross_entropy():
+    logits = torch.tensor([[2.0, -1.0, 0.5, -3.0], [0.0, 1.0, -2.0, 4.0]], requires_grad=True)
+    bag = torch.tensor([[True, False, True, False], [False, False, False, True]])
+
+    def softplus(x: float) -> float:
+        return math.log1p(math.exp(x))
+
+    row0 = (softplus(-2.0) + softplus(-0.5)) / 2 + (softplus(-1.0) + softplus(-3.0)) / 2
+    row1 = softplus(-4.0) / 1 + (softplus(0.0) + softplus(1.0) + softplus(-2.0)) / 3
+    loss = bag_of_words_loss(logits, bag)
+    assert loss.item() == pytest.approx((row0 + row1) / 2, rel=1e-6)
+    loss.backward()
+    assert bool((logits.grad[bag] < 0).all()) and bool((logits.grad[~bag] > 0).all())  # words up, the rest down
+    # the vocabulary size does not dilute the words' part: padding the vocabulary with confident negatives
+    wide_logits = torch.cat([logits.detach(), torch.full((2, 1000), -30.0)], dim=1)
+    wide_bag = torch.cat([bag, torch.zeros(2, 1000, dtype=torch.bool)], dim=1)
+    assert bag_of_words_loss(wide_logits, wide_bag).item() == pytest.approx(
+        (softplus(-2.0) + softplus(-0.5)) / 2 / 2 + softplus(-4.0) / 2, abs=0.01
+    )
+    with pytest.raises(ValueError, match="pooled_logits"):
+        bag_of_words_loss(logits, bag[:, :3])

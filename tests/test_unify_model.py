@@ -1,4 +1,4 @@
-"""UnifyModel: architecture parity (spec unify.md §13), stages, heads, pooling, precision, checkpointing.
+"""UnifyModel: architecture parity with BERT and timm's ViT, stages, heads, pooling, precision, checkpointing.
 
 Every model here is tiny (width 32, 3-4 layers, 32-pixel frames, vocabulary 100) and built locally; nothing
 is downloaded.
@@ -17,6 +17,7 @@ from transformers import BertConfig, BertForMaskedLM, BertModel
 from modeling_unify import (
     UnifyConfig,
     UnifyModel,
+    UnifyOutput,
     make_mlm_inputs,
     pool_lexicon,
 )
@@ -131,7 +132,7 @@ def tiny_timm_vit(qkv_bias: bool = True, depth: int = 4, patch_size: int = 8, se
 
 
 # --------------------------------------------------------------------------------------------------------
-# §13.1 1-frame ViT parity after conversion from timm, and the §3.4 temporal initialisation
+# 1-frame ViT parity after conversion from timm, and the zero-output temporal initialisation
 # --------------------------------------------------------------------------------------------------------
 
 
@@ -152,11 +153,11 @@ def test_one_frame_input_reproduces_the_timm_vit_after_conversion(qkv_bias):
     torch.testing.assert_close(tower.lexicon_last_hidden_state, expected, atol=1e-5, rtol=0)
 
     vision = model.vision_model
-    torch.testing.assert_close(vision.latent_layers[0].mlp.fc1.weight, vit.blocks[2].mlp.fc1.weight, atol=0, rtol=0)
-    assert vision.latent_layers[0].mlp.fc1.weight.data_ptr() != vision.lexicon_layers[0].mlp.fc1.weight.data_ptr()
-    if not qkv_bias:  # MIIL-style ViT: the bias is set to zero explicitly (§3.4)
-        assert torch.count_nonzero(vision.stem[0].attn.qkv.bias) == 0
-    for block in [*vision.stem, *vision.latent_layers, *vision.lexicon_layers]:
+    torch.testing.assert_close(vision.encoder.latent_layers[0].mlp.fc1.weight, vit.blocks[2].mlp.fc1.weight, atol=0, rtol=0)
+    assert vision.encoder.latent_layers[0].mlp.fc1.weight.data_ptr() != vision.encoder.lexicon_layers[0].mlp.fc1.weight.data_ptr()
+    if not qkv_bias:  # MIIL-style ViT: the bias is set to zero explicitly
+        assert torch.count_nonzero(vision.encoder.stem[0].attn.qkv.bias) == 0
+    for block in [*vision.encoder.stem, *vision.encoder.latent_layers, *vision.encoder.lexicon_layers]:
         assert torch.count_nonzero(block.timeattn.qkv.weight) == 0
         assert torch.all(block.timeattn.proj.weight == 1) and torch.count_nonzero(block.timeattn.proj.bias) == 0
         assert torch.all(block.norm3.weight == 1) and torch.count_nonzero(block.norm3.bias) == 0
@@ -177,7 +178,7 @@ def test_frames_see_only_their_own_frame_and_the_cls_at_initialisation():
 
 
 # --------------------------------------------------------------------------------------------------------
-# §13.2 text split parity with BertModel / BertForMaskedLM
+# Text split parity with BertModel / BertForMaskedLM
 # --------------------------------------------------------------------------------------------------------
 
 
@@ -190,16 +191,16 @@ def test_text_stem_and_branches_reproduce_bert_and_its_mlm_head():
     with torch.no_grad():
         reference = bert.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         reference_logits = bert(input_ids=input_ids, attention_mask=attention_mask).logits
-        tower = model._text_tower(input_ids, attention_mask)
+        tower = model.text_model(input_ids, attention_mask)
         logits = model.get_text_mlm_logits(input_ids, attention_mask)
     valid = attention_mask.bool()
     torch.testing.assert_close(tower.latent_last_hidden_state[valid], reference[valid], atol=1e-5, rtol=0)
     torch.testing.assert_close(tower.lexicon_last_hidden_state[valid], reference[valid], atol=1e-5, rtol=0)
     torch.testing.assert_close(logits[valid], reference_logits[valid], atol=1e-5, rtol=0)
     # the two branches are independent copies, and the decoder is tied to the NEW word embeddings
-    latent_dense, lexicon_dense = model.text_latent_layers[0].output.dense, model.text_lexicon_layers[0].output.dense
+    latent_dense, lexicon_dense = model.text_model.encoder.latent_layers[0].output.dense, model.text_model.encoder.lexicon_layers[0].output.dense
     assert latent_dense.weight.data_ptr() != lexicon_dense.weight.data_ptr()
-    word_embeddings = model.text_embeddings.word_embeddings.weight
+    word_embeddings = model.text_model.embeddings.word_embeddings.weight
     assert model.lexicon_head.predictions.decoder.weight is word_embeddings
     assert word_embeddings.data_ptr() != bert.bert.embeddings.word_embeddings.weight.data_ptr()
 
@@ -214,7 +215,7 @@ def test_text_split_matches_a_plain_bert_model_built_from_the_same_config():
     input_ids, attention_mask = caption_batch(batch=2, length=7, seed=1)
     with torch.no_grad():
         expected = bert_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        latent = model._text_tower(input_ids, attention_mask).latent_last_hidden_state
+        latent = model.text_model(input_ids, attention_mask).latent_last_hidden_state
     valid = attention_mask.bool()
     torch.testing.assert_close(latent[valid], expected[valid], atol=1e-5, rtol=0)
 
@@ -241,8 +242,8 @@ def test_builder_reads_files_and_state_dicts(tmp_path):
     assert from_pth.config.vision_config.num_attention_heads == 4
     reference = from_objects.state_dict()
     for other in (from_files, from_pth):
-        for key in ("vision_model.stem.1.attn.qkv.weight", "vision_model.lexicon_layernorm.weight",
-                    "text_lexicon_layers.0.attention.self.query.weight", "lexicon_head.predictions.bias"):  # fmt: skip
+        for key in ("vision_model.encoder.stem.1.attn.qkv.weight", "vision_model.lexicon_layernorm.weight",
+                    "text_model.encoder.lexicon_layers.0.attention.self.query.weight", "lexicon_head.predictions.bias"):  # fmt: skip
             torch.testing.assert_close(other.state_dict()[key], reference[key], atol=0, rtol=0)
 
 
@@ -272,7 +273,7 @@ def test_builder_never_downloads_when_offline(monkeypatch):
 
 
 # --------------------------------------------------------------------------------------------------------
-# §13.3 max-then-activate, and §5.3 pooling sets
+# Max-then-activate, and the pooling sets
 # --------------------------------------------------------------------------------------------------------
 
 
@@ -332,7 +333,7 @@ def test_lexicons_pool_patches_without_cls_and_tokens_without_padding():
 
 
 # --------------------------------------------------------------------------------------------------------
-# §13.7 shapes for 4 frames and 1; input validation
+# Shapes for 4 frames and 1; input validation
 # --------------------------------------------------------------------------------------------------------
 
 
@@ -379,17 +380,19 @@ def test_bad_inputs_raise_errors_naming_the_argument():
         model.set_training_stage(3)
 
 
-def test_return_loss_default_computes_the_loss_only_when_the_stage_inputs_are_present():
+def test_return_loss_is_off_by_default_and_names_the_missing_inputs():
+    """Like CLIP: no loss unless asked for (the HF Trainer's collator passes `return_loss=True`)."""
     model = tiny_model().eval()
     inputs = full_inputs()
+    without_mlm = {k: v for k, v in inputs.items() if not k.startswith("mlm_")}
     with torch.no_grad():
-        assert model(**inputs).loss is not None  # a training batch (HF Trainer)
-        without_mlm = {k: v for k, v in inputs.items() if not k.startswith("mlm_")}
-        assert model(**without_mlm).loss is None  # stage 2 needs the MLM inputs
+        assert model(**inputs).loss is None
         assert model(**inputs, return_loss=False).loss is None
+        assert model(**inputs, return_loss=True).loss is not None
+        with pytest.raises(ValueError, match="mlm_input_ids"):  # stage 2 needs the MLM inputs
+            model(**without_mlm, return_loss=True)
         model.set_training_stage(1)
-        assert model(**without_mlm).loss is not None
-        assert model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).loss is None
+        assert model(**without_mlm, return_loss=True).loss is not None
         with pytest.raises(ValueError, match="pixel_values_videos"):
             model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], return_loss=True)
 
@@ -409,12 +412,12 @@ def test_hidden_states_and_tuple_outputs():
 
 
 # --------------------------------------------------------------------------------------------------------
-# Training stages (§8.2, decisions 12) — §13.5 stage-1 step
+# Training stages (paper Sec. 3.3) and the stage-1 step
 # --------------------------------------------------------------------------------------------------------
 
 
 def _text_side_parameters(model: UnifyModel) -> dict[str, torch.Tensor]:
-    prefixes = ("text_embeddings.", "text_stem.", "text_latent_layers.", "text_lexicon_layers.", "lexicon_head.")
+    prefixes = ("text_model.", "lexicon_head.")
     return {name: p for name, p in model.named_parameters() if name.startswith(prefixes)}
 
 
@@ -423,7 +426,7 @@ def test_stage_one_step_leaves_the_text_side_bit_identical():
     model.set_training_stage(1)
     model.train()
     assert model.training_stage == 1 and model.training
-    assert not model.text_stem.training and not model.lexicon_head.training  # frozen modules stay in eval()
+    assert not model.text_model.encoder.stem.training and not model.lexicon_head.training  # frozen modules stay in eval()
     assert model.vision_model.training and model.text_projection.training
 
     text_before = {name: p.detach().clone() for name, p in _text_side_parameters(model).items()}
@@ -432,10 +435,10 @@ def test_stage_one_step_leaves_the_text_side_bit_identical():
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.05)
 
     output = model(**full_inputs(), return_loss=True)
-    assert output.mlm_loss is None  # no MLM in stage 1
+    assert output.loss_mlm is None  # no MLM in stage 1
     output.loss.backward()
     assert all(p.grad is None for p in _text_side_parameters(model).values())  # nothing reaches the text side
-    assert model.text_embeddings.word_embeddings.weight.grad is None
+    assert model.text_model.embeddings.word_embeddings.weight.grad is None
     assert model.text_projection.weight.grad is not None
     optimizer.step()
 
@@ -443,20 +446,20 @@ def test_stage_one_step_leaves_the_text_side_bit_identical():
         assert torch.equal(parameter, text_before[name]), name
     changed = [name for name, p in model.vision_model.named_parameters() if not torch.equal(p, video_before[name])]
     assert len(changed) > len(video_before) // 2
-    assert any(name.startswith("lexicon_layers.") for name in changed)  # video lexicon trains through the frozen head
+    assert any(name.startswith("encoder.lexicon_layers.") for name in changed)  # video lexicon trains through the frozen head
     assert not torch.equal(model.text_projection.weight, projection_before)
 
     model.eval()
     model.train()
-    assert model.training_stage == 1 and not model.text_embeddings.training  # stage kept across eval()/train()
+    assert model.training_stage == 1 and not model.text_model.embeddings.training  # stage kept across eval()/train()
 
 
 def test_stage_one_alternative_b_trains_the_text_latent_branch():
     model = tiny_model(stage1_train_text_latent_branch=True)
     model.set_training_stage(1)
     model(**full_inputs(), return_loss=True).loss.backward()
-    assert model.text_latent_layers[0].output.dense.weight.grad is not None
-    assert model.text_stem[0].output.dense.weight.grad is None
+    assert model.text_model.encoder.latent_layers[0].output.dense.weight.grad is not None
+    assert model.text_model.encoder.stem[0].output.dense.weight.grad is None
 
 
 def test_stage_zero_is_text_only_mlm_with_the_video_side_frozen():
@@ -465,13 +468,13 @@ def test_stage_zero_is_text_only_mlm_with_the_video_side_frozen():
     inputs = full_inputs()
     output = model(mlm_input_ids=inputs["mlm_input_ids"], attention_mask=inputs["attention_mask"],
                    mlm_labels=inputs["mlm_labels"], return_loss=True)  # fmt: skip
-    assert output.latent_contrastive_loss is None
-    torch.testing.assert_close(output.loss, output.mlm_loss)
+    assert output.loss_latent is None
+    torch.testing.assert_close(output.loss, output.loss_mlm)
     output.loss.backward()
     assert all(not p.requires_grad and p.grad is None for p in model.vision_model.parameters())
     assert not model.video_projection.weight.requires_grad
-    assert model.text_embeddings.word_embeddings.weight.grad is not None
-    assert model.text_lexicon_layers[0].output.dense.weight.grad is not None
+    assert model.text_model.embeddings.word_embeddings.weight.grad is not None
+    assert model.text_model.encoder.lexicon_layers[0].output.dense.weight.grad is not None
     model.set_training_stage(2)
     assert all(p.requires_grad for p in model.parameters())
 
@@ -482,8 +485,8 @@ def test_total_loss_is_the_weighted_sum_of_its_terms():
         stage2 = model(**full_inputs(), return_loss=True, distill_weight=0.3)
         default_alpha = model(**full_inputs(), return_loss=True)
     expected = (
-        stage2.latent_contrastive_loss + stage2.lexicon_contrastive_loss + 0.01 * stage2.flops_loss
-        + 0.3 * stage2.distill_loss + stage2.mlm_loss
+        stage2.loss_latent + stage2.loss_lexicon + 0.01 * stage2.loss_flops
+        + 0.3 * stage2.loss_distill + stage2.loss_mlm
     )  # fmt: skip
     torch.testing.assert_close(stage2.loss, expected)
     inputs = full_inputs()
@@ -492,36 +495,34 @@ def test_total_loss_is_the_weighted_sum_of_its_terms():
         direct = model.mlm_loss(inputs["mlm_input_ids"], inputs["attention_mask"], inputs["mlm_labels"])
     expected_mlm = torch.nn.functional.cross_entropy(logits.flatten(0, 1), inputs["mlm_labels"].flatten())
     torch.testing.assert_close(direct, expected_mlm)
-    torch.testing.assert_close(stage2.mlm_loss, expected_mlm)
-    torch.testing.assert_close(default_alpha.loss - stage2.loss, 0.7 * stage2.distill_loss)  # config α = 1.0
-    assert model.distill_weight_at(0, 11) == 1.0 and model.distill_weight_at(10, 11) == 0.0
-    assert math.isclose(model.distill_weight_at(5, 11), 0.5)
+    torch.testing.assert_close(stage2.loss_mlm, expected_mlm)
+    torch.testing.assert_close(default_alpha.loss - stage2.loss, 0.7 * stage2.loss_distill)  # config α = 1.0
 
     no_mlm = tiny_model(flops_weight=0.01, use_mlm=False, use_self_distillation=False).eval()
     inputs = full_inputs()
     del inputs["mlm_input_ids"], inputs["mlm_labels"]
     with torch.no_grad():
         output = no_mlm(**inputs, return_loss=True)
-    assert output.mlm_loss is None and output.distill_loss is None
+    assert output.loss_mlm is None and output.loss_distill is None
     torch.testing.assert_close(
-        output.loss, output.latent_contrastive_loss + output.lexicon_contrastive_loss + 0.01 * output.flops_loss
+        output.loss, output.loss_latent + output.loss_lexicon + 0.01 * output.loss_flops
     )
 
 
 def test_self_distillation_sends_no_gradient_to_the_latent_side():
     model = tiny_model()
     output = model(**full_inputs(), return_loss=True)
-    output.distill_loss.backward()
+    output.loss_distill.backward()
     assert model.video_projection.weight.grad is None and model.text_projection.weight.grad is None
-    assert model.vision_model.latent_layers[0].mlp.fc1.weight.grad is None
-    assert model.vision_model.lexicon_layers[0].mlp.fc1.weight.grad.abs().sum() > 0
-    assert model.vision_model.stem[0].mlp.fc1.weight.grad.abs().sum() > 0  # the lexicon side enriches the stem
+    assert model.vision_model.encoder.latent_layers[0].mlp.fc1.weight.grad is None
+    assert model.vision_model.encoder.lexicon_layers[0].mlp.fc1.weight.grad.abs().sum() > 0
+    assert model.vision_model.encoder.stem[0].mlp.fc1.weight.grad.abs().sum() > 0  # the lexicon side enriches the stem
 
 
 def test_short_training_through_stages_zero_one_two_lowers_each_loss():
     model = tiny_model()
     inputs = full_inputs(batch=4)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.05)  # over ALL parameters (§8.2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.05)  # over ALL parameters, as training does
     for stage in (0, 1, 2):
         model.set_training_stage(stage)
         model.train()
@@ -568,7 +569,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     model.zero_grad(set_to_none=True)
 
     model.activation_checkpointing_enable()  # transformers 5: non-reentrant torch checkpointing
-    assert model.vision_model.stem[0].gradient_checkpointing and model.text_stem[0].gradient_checkpointing
+    assert model.vision_model.encoder.stem[0].gradient_checkpointing and model.text_model.encoder.stem[0].gradient_checkpointing
     model.train()
     model(**inputs, return_loss=True).loss.backward()
     assert set(reference) == {name for name, p in model.named_parameters() if p.grad is not None}
@@ -579,7 +580,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     model.zero_grad(set_to_none=True)
     model.set_training_stage(1)  # frozen text side under no_grad, checkpointed video side
     model(**inputs, return_loss=True).loss.backward()
-    assert model.vision_model.stem[0].attn.qkv.weight.grad is not None
+    assert model.vision_model.encoder.stem[0].attn.qkv.weight.grad is not None
 
 
 def test_bfloat16_autocast_on_cpu_trains():
@@ -610,7 +611,7 @@ def test_bfloat16_weights_run():
 def test_drop_path_is_active_only_in_training():
     model = tiny_model(vision={"drop_path_rate": 0.5}).train()
     videos = video_batch(batch=8)
-    assert model.vision_model.latent_layers[0].drop_path_rate == pytest.approx(0.5)
+    assert model.vision_model.encoder.latent_layers[0].drop_path_rate == pytest.approx(0.5)
     torch.manual_seed(0)
     first = model.get_video_features(videos).pooler_output
     second = model.get_video_features(videos).pooler_output
@@ -624,4 +625,202 @@ def test_deep_copies_keep_the_tie_and_the_stage():
     model.set_training_stage(1)
     clone = copy.deepcopy(model)
     assert clone.training_stage == 1
-    assert clone.lexicon_head.predictions.decoder.weight is clone.text_embeddings.word_embeddings.weight
+    assert clone.lexicon_head.predictions.decoder.weight is clone.text_model.embeddings.word_embeddings.weight
+
+
+# --------------------------------------------------------------------------------------------------------
+# The API both models share: orientation, loss function and output type, main input, construction
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_similarities_are_text_major_and_refuse_the_old_four_tensor_call():
+    model = tiny_model().eval()
+    input_ids, attention_mask = caption_batch(batch=3)
+    with torch.no_grad():
+        text = model.get_text_features(input_ids, attention_mask)
+        video = model.get_video_features(video_batch(batch=2))
+        latent, lexicon, fused = model.compute_similarities(text, video)
+        from_pairs = model.compute_similarities(_pair(text), _pair(video))
+        output = model(input_ids=input_ids, attention_mask=attention_mask, pixel_values_videos=video_batch(batch=2))
+    assert latent.shape == lexicon.shape == fused.shape == (3, 2)  # [N_text, N_video], like TMassModel.similarity
+    expected = torch.nn.functional.normalize(text.pooler_output, dim=-1) @ torch.nn.functional.normalize(
+        video.pooler_output, dim=-1
+    ).t()
+    torch.testing.assert_close(latent, expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(fused, latent + lexicon, atol=1e-6, rtol=0)
+    for mine, theirs in zip((latent, lexicon, fused), from_pairs):
+        torch.testing.assert_close(mine, theirs, atol=0, rtol=0)
+    torch.testing.assert_close(output.logits_per_text, fused, atol=1e-6, rtol=0)
+    with pytest.raises(TypeError):  # (video_latent, video_lexicon, text_latent, text_lexicon) was the old order
+        model.compute_similarities(*_pair(video), *_pair(text))
+    with pytest.raises(TypeError, match="text_features"):
+        model.compute_similarities(text.pooler_output, video)
+
+
+def test_main_input_name_is_the_first_argument_of_forward():
+    import inspect
+
+    parameters = [name for name in inspect.signature(UnifyModel.forward).parameters if name != "self"]
+    assert UnifyModel.main_input_name == parameters[0] == "input_ids"
+
+
+def test_one_stage_rule_for_forward_and_the_training_task():
+    """`stage_loss_terms` names the terms, `compute_loss` computes them, and the training task's loss (which
+    gathers embeddings, here in one process) equals `forward(return_loss=True)`'s."""
+    from video_text_retrieval.training.tasks import StepContext, UnifyTask
+
+    distill_weight = 0.7  # the stage schedule's weight at some step (tested with the schedule)
+
+    class Tokenizer:  # what `make_mlm_inputs` reads from a tokenizer
+        mask_token_id, all_special_ids = MASK_ID, SPECIAL_IDS
+
+        def __len__(self):
+            return VOCAB_SIZE
+
+    model = tiny_model(bag_of_words_weight=0.5).eval()
+    assert model.stage_loss_terms(0) == ("loss_mlm", "loss_bag_of_words")
+    assert model.stage_loss_terms(1) == ("loss_latent", "loss_lexicon", "loss_flops", "loss_distill")
+    assert model.stage_loss_terms(2) == ("loss_latent", "loss_lexicon", "loss_flops", "loss_distill", "loss_mlm")
+    assert tiny_model(use_mlm=False, use_self_distillation=False).stage_loss_terms(2) == (
+        "loss_latent", "loss_lexicon", "loss_flops",
+    )  # fmt: skip
+
+    input_ids, attention_mask = caption_batch(batch=4, seed=3)
+    batch = dict(input_ids=input_ids, attention_mask=attention_mask, pixel_values_videos=video_batch(batch=4))
+    task = UnifyTask()
+    for stage in (0, 1, 2):
+        model.set_training_stage(stage)
+        model.eval()  # no dropout: the two paths must agree exactly
+        context = StepContext(step=3, total_steps=11, local_generator=torch.Generator().manual_seed(5), distill_weight=distill_weight,
+                              extra={"tokenizer": Tokenizer()})  # fmt: skip
+        with torch.no_grad():
+            task_losses = task.training_losses(model, batch, context)
+            mlm_input_ids, mlm_labels = model.make_mlm_inputs(
+                input_ids, attention_mask, tokenizer=Tokenizer(), generator=torch.Generator().manual_seed(5)
+            )
+            output = model(**batch, mlm_input_ids=mlm_input_ids, mlm_labels=mlm_labels, return_loss=True,
+                           distill_weight=distill_weight)  # fmt: skip
+            direct = model.compute_loss(
+                model.get_text_features(input_ids, attention_mask), model.get_video_features(batch["pixel_values_videos"]),
+                input_ids=input_ids, attention_mask=attention_mask, mlm_input_ids=mlm_input_ids, mlm_labels=mlm_labels,
+                distill_weight=distill_weight,
+            )  # fmt: skip
+        assert isinstance(direct, UnifyOutput)
+        terms = model.stage_loss_terms()
+        assert set(task_losses) - {"loss", "distill_weight"} == set(terms)
+        present = {name for name in output.keys() if name.startswith("loss_")}
+        assert present == set(terms), (stage, present)
+        torch.testing.assert_close(task_losses["loss"], output.loss, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(direct.loss, output.loss, atol=1e-6, rtol=1e-6)
+        weights = {"loss_flops": model.config.flops_weight, "loss_distill": distill_weight,
+                   "loss_bag_of_words": 0.5}  # fmt: skip
+        torch.testing.assert_close(output.loss, sum(weights.get(name, 1.0) * output[name] for name in terms))
+
+
+@pytest.mark.parametrize("context", ["torch_meta_device", "accelerate_init_empty_weights"])
+def test_the_model_can_be_built_on_the_meta_device(context):
+    config = tiny_config(vision={"drop_path_rate": 0.1})
+    if context == "torch_meta_device":
+        with torch.device("meta"):
+            model = UnifyModel(config)
+    else:
+        accelerate = pytest.importorskip("accelerate")
+        with accelerate.init_empty_weights(include_buffers=True):
+            model = UnifyModel(config)
+    assert all(tensor.device.type == "meta" for tensor in [*model.parameters(), *model.buffers()])
+    assert model.lexicon_head.predictions.decoder.weight is model.text_model.embeddings.word_embeddings.weight
+    rates = [block.drop_path_rate for block in model.vision_model.encoder.latent_layers]
+    assert rates == [pytest.approx(0.1)]  # the schedule is plain floats, computed without tensors
+
+
+def test_config_output_hidden_states_and_return_dict_are_honoured():
+    model = tiny_model().eval()
+    input_ids, attention_mask = caption_batch(batch=2)
+    with torch.no_grad():
+        plain = model.get_text_features(input_ids, attention_mask)
+        model.config.output_hidden_states = True
+        text = model.get_text_features(input_ids, attention_mask)
+        video = model.get_video_features(video_batch(batch=2))
+        model.config.output_hidden_states = False
+        as_tuple = model.get_video_features(video_batch(batch=2), return_dict=False)
+    assert plain.hidden_states is None
+    assert len(text.hidden_states) == 1 + 2 + 1 and len(video.hidden_states) == 1 + 2 + 1  # embeddings, stem, branch
+    assert isinstance(as_tuple, tuple)
+    torch.testing.assert_close(as_tuple[0], video.pooler_output, atol=0, rtol=0)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Grounding a from-scratch text tower in stage 0 (the bag-of-words reconstruction)
+# --------------------------------------------------------------------------------------------------------
+
+
+def _train_text_tower_from_scratch(bag_of_words_weight: float, steps: int = 300):
+    """Stage 0 on the synthetic captions of seen (colour, shape) pairs; returns the model, tokenizer and the
+    captions of the held-out pairs (unseen combinations of seen words)."""
+    from video_text_retrieval.data.synthetic import _is_held_out, all_concept_tuples, caption_for
+    from video_text_retrieval.data.tokenizers import build_bert_tokenizer
+
+    tuples = all_concept_tuples()
+    train = [caption_for(c, template) for c in tuples if not _is_held_out(c) for template in range(3)]
+    test = [caption_for(c, i % 3) for i, c in enumerate(c for c in tuples if _is_held_out(c))]
+    tokenizer = build_bert_tokenizer(train + test)
+    torch.manual_seed(0)
+    model = UnifyModel(
+        tiny_config(
+            text={"vocab_size": len(tokenizer), "num_hidden_layers": 2, "pad_token_id": tokenizer.pad_token_id},
+            vision={"num_hidden_layers": 2},
+            num_shared_layers=1,
+            bag_of_words_weight=bag_of_words_weight,
+        )
+    )
+    model.set_training_stage(0)
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3, weight_decay=0.05)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        rows = torch.randint(len(train), (64,), generator=generator).tolist()
+        batch = tokenizer([train[i] for i in rows], padding=True, return_tensors="pt")
+        mlm_input_ids, mlm_labels = model.make_mlm_inputs(
+            batch["input_ids"], batch["attention_mask"], tokenizer=tokenizer, generator=generator
+        )
+        output = model.compute_loss(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+            mlm_input_ids=mlm_input_ids, mlm_labels=mlm_labels,
+        )  # fmt: skip
+        optimizer.zero_grad()
+        output.loss.backward()
+        optimizer.step()
+    return model.eval(), tokenizer, test
+
+
+def _lexicon_grounding(model, tokenizer, captions) -> tuple[float, float]:
+    """(share of each caption's top-|words| lexicon words that are its own words, mean pairwise cosine of the
+    lexicons of different captions)."""
+    from modeling_unify import lexicon_top_words
+
+    encoded = tokenizer(captions, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        lexicon = model.get_text_features(encoded["input_ids"], encoded["attention_mask"]).lexicon_embeds
+    special = set(tokenizer.all_special_ids)
+    hits = total = 0
+    for row, ids in zip(lexicon, encoded["input_ids"].tolist()):
+        words = {tokenizer.convert_ids_to_tokens(i) for i in ids if i not in special}
+        top = {word for word, _ in lexicon_top_words(row, tokenizer, k=len(words))}
+        hits, total = hits + len(top & words), total + len(words)
+    normalised = torch.nn.functional.normalize(lexicon, dim=-1)
+    cosine = (normalised @ normalised.t())[~torch.eye(len(captions), dtype=torch.bool)]
+    return hits / total, float(cosine.mean())
+
+
+def test_stage_zero_bag_of_words_grounds_the_text_lexicon_in_the_captions_words():
+    """MLM alone (the paper's objective, meant for a pretrained BERT) leaves a from-scratch text lexicon nearly
+    the same for every caption; the bag-of-words term makes each caption's top words its own words, on
+    held-out captions (unseen combinations), and pulls different captions apart."""
+    grounded, tokenizer, test = _train_text_tower_from_scratch(bag_of_words_weight=1.0)
+    own_word_share, mean_cosine = _lexicon_grounding(grounded, tokenizer, test)
+    mlm_only, _, _ = _train_text_tower_from_scratch(bag_of_words_weight=0.0)
+    baseline_share, baseline_cosine = _lexicon_grounding(mlm_only, tokenizer, test)
+    print(f"own-word share {own_word_share:.3f} (MLM only {baseline_share:.3f}); mean pairwise cosine "
+          f"{mean_cosine:.3f} (MLM only {baseline_cosine:.3f})")  # fmt: skip
+    assert own_word_share >= 0.9
+    assert mean_cosine < 0.75 and mean_cosine < baseline_cosine - 0.15

@@ -151,8 +151,10 @@ class TMassTask(_TaskHooks):
 
 
 class UnifyTask(_TaskHooks):
-    """UNIFY (Liu et al. LREC-COLING 2024, Sec. 3): stage 0 MLM on captions, stage 1/2 contrastive +
-    FLOPs + distillation on embeddings gathered across processes (+ MLM on the local captions in stage 2)."""
+    """UNIFY (Liu et al. LREC-COLING 2024, Sec. 3): the model's current stage names its loss terms
+    (`stage_loss_terms`) and computes them (`compute_loss`); this task prepares the inputs: embeddings
+    gathered across processes for the contrastive terms, local MLM inputs for the per-caption terms, and the
+    self-distillation weight from the stage schedule."""
 
     name = "unify"
     main_variant = "fused"
@@ -173,8 +175,6 @@ class UnifyTask(_TaskHooks):
             num_epochs=training_args.num_epochs,
             stage0_epochs=training_args.stage0_epochs,
             stage1_epochs=training_args.stage1_epochs,
-            distill_weight_start=float(model.config.distill_weight_start),
-            distill_weight_end=float(model.config.distill_weight_end),
         )
 
     def build_optimizer(self, model, training_args) -> torch.optim.Optimizer:
@@ -207,36 +207,29 @@ class UnifyTask(_TaskHooks):
         )
 
     def training_losses(self, model, batch: dict, context: StepContext) -> dict[str, torch.Tensor]:
-        stage = model.training_stage
-        mlm_loss = None
-        if stage == 0 or (stage == 2 and model.config.use_mlm):
+        terms = model.stage_loss_terms()
+        text_features = video_features = None
+        if "loss_latent" in terms:  # contrastive, FLOPs and distillation terms: on the global batch
+            text = model.get_text_features(batch["input_ids"], batch["attention_mask"])
+            video = model.get_video_features(batch["pixel_values_videos"])
+            text_features = (gather_with_grad(text.pooler_output), gather_with_grad(text.lexicon_embeds))
+            video_features = (gather_with_grad(video.pooler_output), gather_with_grad(video.lexicon_embeds))
+        mlm_input_ids = mlm_labels = None
+        if "loss_mlm" in terms:  # local term: DDP's averaging gives the mean over processes
             mlm_input_ids, mlm_labels = model.make_mlm_inputs(
                 batch["input_ids"], batch["attention_mask"], tokenizer=context.extra["tokenizer"], generator=context.local_generator
             )
-            mlm_loss = model.mlm_loss(mlm_input_ids, batch["attention_mask"], mlm_labels)
-            if stage == 0:
-                return {"loss": mlm_loss, "mlm_loss": mlm_loss.detach()}
-        text = model.get_text_features(batch["input_ids"], batch["attention_mask"])
-        video = model.get_video_features(batch["pixel_values_videos"])
-        text_latent, text_lexicon = text.pooler_output, text.lexicon_embeds
-        video_latent, video_lexicon = video.pooler_output, video.lexicon_embeds
         distill_weight = context.distill_weight
-        if distill_weight is None:
-            distill_weight = model.distill_weight_at(context.step, context.total_steps)
-        terms = model.compute_loss(
-            gather_with_grad(video_latent),
-            gather_with_grad(video_lexicon),
-            gather_with_grad(text_latent),
-            gather_with_grad(text_lexicon),
-            distill_weight=distill_weight,
-        )
-        loss = terms["loss"]
-        logs = {name: value.detach() for name, value in terms.items() if name != "loss"}
-        if mlm_loss is not None:
-            loss = loss + mlm_loss  # local term: DDP's averaging gives the mean over processes
-            logs["mlm_loss"] = mlm_loss.detach()
-        logs["distill_weight"] = torch.tensor(distill_weight)
-        return {"loss": loss, **logs}
+        if "loss_distill" in terms and distill_weight is None:
+            raise ValueError("UNIFY's self-distillation term needs `StepContext.distill_weight` (from the stage schedule)")
+        output = model.compute_loss(
+            text_features, video_features, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+            mlm_input_ids=mlm_input_ids, mlm_labels=mlm_labels, distill_weight=distill_weight,
+        )  # fmt: skip
+        logs = {name: output[name].detach() for name in terms}
+        if "loss_distill" in terms:
+            logs["distill_weight"] = torch.tensor(distill_weight)
+        return {"loss": output.loss, **logs}
 
     @torch.no_grad()
     def encode_texts(self, model, input_ids, attention_mask):
@@ -251,10 +244,8 @@ class UnifyTask(_TaskHooks):
     @torch.no_grad()
     def score(self, model, text_features, video_features, **_) -> dict:
         """``{"latent", "lexicon", "fused"}``, each ``[N_t, N_v]``."""
-        text_latent, text_lexicon = text_features
-        video_latent, video_lexicon = video_features
-        latent, lexicon, fused = model.compute_similarities(video_latent, video_lexicon, text_latent, text_lexicon)
-        return {"latent": latent.T, "lexicon": lexicon.T, "fused": fused.T}
+        latent, lexicon, fused = model.compute_similarities(text_features, video_features)
+        return {"latent": latent, "lexicon": lexicon, "fused": fused}
 
 
 TASKS = {"tmass": TMassTask, "unify": UnifyTask}
