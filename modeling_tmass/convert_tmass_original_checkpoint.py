@@ -195,10 +195,14 @@ def main(argv: list[str] | None = None) -> None:
     model = convert_tmass_checkpoint(
         args.checkpoint, args.clip_config, num_pooling_heads=args.num_pooling_heads, **fields
     )
-    if not args.no_remote_code:
-        TMassConfig.register_for_auto_class()
-        TMassModel.register_for_auto_class("AutoModel")
-    model.save_pretrained(args.output_dir)
+    # Importing the package registers the classes for remote code (auto_map + copied files); opt out for this save.
+    registered = TMassConfig._auto_class, TMassModel._auto_class
+    if args.no_remote_code:
+        TMassConfig._auto_class = TMassModel._auto_class = None
+    try:
+        model.save_pretrained(args.output_dir)
+    finally:
+        TMassConfig._auto_class, TMassModel._auto_class = registered
     print(f"saved {type(model).__name__} (F={model.config.num_frames}, D={model.config.embed_dim}) to {args.output_dir}")
 
 

@@ -95,7 +95,7 @@ def test_forward_shapes_and_loss_terms():
     model, inputs = tiny_model(support_loss_weight=0.5), tiny_inputs()
     noise = torch.rand(3, EMBED_DIM)
     with torch.no_grad():
-        output = model(**inputs, noise=noise)
+        output = model(**inputs, noise=noise, return_loss=True)
     assert isinstance(output, TMassOutput)
     assert output.logits_per_text.shape == output.logits_per_video.shape == (3, 3)
     assert output.text_embeds.shape == (3, EMBED_DIM)
@@ -108,10 +108,10 @@ def test_forward_shapes_and_loss_terms():
         text = model.get_text_features(inputs["input_ids"], inputs["attention_mask"]).pooler_output
         frames = model.get_video_features(inputs["pixel_values_videos"]).pooler_output
     assert torch.allclose(text, output.text_embeds, atol=1e-6) and torch.allclose(frames, output.video_embeds, atol=1e-6)
-    # return_loss=False, tuple output, hidden states.
+    # return_loss off by default (as CLIPModel), tuple output, hidden states.
     with torch.no_grad():
-        no_loss = model(**inputs, return_loss=False, noise=noise)
-        as_tuple = model(**inputs, return_dict=False, noise=noise)
+        no_loss = model(**inputs, noise=noise)
+        as_tuple = model(**inputs, return_dict=False, noise=noise, return_loss=True)
         hidden = model(**inputs, output_hidden_states=True, noise=noise)
     assert no_loss.loss is None and no_loss.logits_per_text is not None
     assert isinstance(as_tuple, tuple) and torch.equal(as_tuple[0], output.loss)
@@ -236,7 +236,7 @@ _REMOTE_SCRIPT = textwrap.dedent(
     inputs = load_file(folder + "/test_inputs.safetensors")
     with torch.no_grad():
         out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                    pixel_values_videos=inputs["pixel_values_videos"], noise=inputs["noise"])
+                    pixel_values_videos=inputs["pixel_values_videos"], noise=inputs["noise"], return_loss=True)
         sims = model.similarity(out.text_embeds, out.video_embeds, noise_tensor=inputs["noise_tensor"])
     save_file({"logits": out.logits_per_text.contiguous(), "loss": out.loss.reshape(1), "sims": sims},
               folder + "/remote_outputs.safetensors")
@@ -247,19 +247,14 @@ _REMOTE_SCRIPT = textwrap.dedent(
 def test_remote_code_loading_without_our_packages(tmp_path):
     model, inputs = tiny_model(), tiny_inputs()
     folder = tmp_path / "tmass-remote"
-    try:
-        TMassConfig.register_for_auto_class()
-        TMassModel.register_for_auto_class("AutoModel")
-        model.save_pretrained(folder)
-    finally:  # do not leak the registration into other tests' saves
-        TMassConfig._auto_class = None
-        TMassModel._auto_class = None
+    model.save_pretrained(folder)  # importing modeling_tmass registered the classes for remote code
     config = json.loads((folder / "config.json").read_text())
     assert config["auto_map"] == {
         "AutoConfig": "configuration_tmass.TMassConfig",
         "AutoModel": "modeling_tmass.TMassModel",
     }
-    assert (folder / "modeling_tmass.py").is_file() and (folder / "configuration_tmass.py").is_file()
+    for name in ("modeling_tmass.py", "configuration_tmass.py", "scoring_tmass.py"):
+        assert (folder / name).is_file(), name
     noise = torch.rand(3, EMBED_DIM)
     noise_tensor = torch.rand(3, model.config.num_trials, 3, EMBED_DIM)
     save_file(dict(inputs, noise=noise, noise_tensor=noise_tensor), str(folder / "test_inputs.safetensors"))
@@ -272,7 +267,7 @@ def test_remote_code_loading_without_our_packages(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     remote = load_file(str(folder / "remote_outputs.safetensors"))
     with torch.no_grad():
-        local = model(**inputs, noise=noise)
+        local = model(**inputs, noise=noise, return_loss=True)
         sims = model.similarity(local.text_embeds, local.video_embeds, noise_tensor=noise_tensor)
     assert torch.equal(remote["logits"], local.logits_per_text)
     assert torch.equal(remote["loss"][0], local.loss)
@@ -339,8 +334,6 @@ def test_converter_formats_and_cli(tmp_path):
             assert torch.equal(converted.state_dict()[key], tensor), (name, key)
     convert_main(["--checkpoint", str(tmp_path / "w.pth"), "--clip-config", str(tmp_path / "clip.json"),
                   "--output-dir", str(tmp_path / "out"), "--num-pooling-heads", "2", "--num-trials", "7"])
-    TMassConfig._auto_class = None
-    TMassModel._auto_class = None
     loaded = AutoModel.from_pretrained(tmp_path / "out")
     assert loaded.config.num_trials == 7 and (tmp_path / "out" / "modeling_tmass.py").is_file()
     assert torch.equal(loaded.radius.linear_proj.weight, model.radius.linear_proj.weight)
@@ -480,7 +473,7 @@ def test_paper_protocol_versus_no_trials():
 
 def _gradients(model, inputs, noise):
     model.zero_grad()
-    model(**inputs, noise=noise).loss.backward()
+    model(**inputs, noise=noise, return_loss=True).loss.backward()
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
@@ -503,7 +496,7 @@ def test_gradient_checkpointing_backward():
 def test_autocast_bfloat16_on_cpu():
     model, inputs = tiny_model().train(), tiny_inputs()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        output = model(**inputs, noise=torch.rand(3, EMBED_DIM))
+        output = model(**inputs, noise=torch.rand(3, EMBED_DIM), return_loss=True)
     assert torch.isfinite(output.loss)
     output.loss.backward()
     assert model.frame_pooling.linear_proj.weight.grad is not None

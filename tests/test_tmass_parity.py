@@ -27,7 +27,8 @@ from modeling_tmass.convert_tmass_original_checkpoint import (
     load_official_state_dict,
     rename_official_key,
 )
-from modeling_tmass.modeling_tmass import best_of_trials, sample_text_mass
+from modeling_tmass.modeling_tmass import sample_text_mass
+from modeling_tmass.scoring_tmass import best_of_per_pair_trials
 from tests._shared import tmass_fixture_dirs
 from video_text_retrieval.metrics import (
     dual_softmax,
@@ -129,14 +130,18 @@ def fx(request) -> TMassFixture:
 
 
 def _max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
-    both_nan = torch.isnan(a) & torch.isnan(b)
-    diff = (a.double() - b.double()).abs().masked_fill(both_nan, 0.0)
+    """Largest |a - b| where both are finite; matching NaNs and equal infinities (`-inf - -inf` is NaN) count as 0,
+    any other non-finite mismatch as inf."""
+    a, b = a.double(), b.double()
+    same = (torch.isnan(a) & torch.isnan(b)) | (torch.isinf(a) & (a == b))
+    diff = (a - b).abs().masked_fill(same, 0.0).nan_to_num(nan=float("inf"))
     return float(diff.max()) if diff.numel() else 0.0
 
 
 def _assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float, what: str) -> None:
     assert tuple(actual.shape) == tuple(expected.shape), f"{what}: shape {tuple(actual.shape)} vs {tuple(expected.shape)}"
     assert torch.equal(torch.isnan(actual), torch.isnan(expected)), f"{what}: NaN pattern differs"
+    assert torch.equal(torch.isinf(actual), torch.isinf(expected)), f"{what}: infinity pattern differs"
     diff = _max_abs(actual, expected)
     assert diff <= atol, f"{what}: max abs diff {diff:.3g} > {atol}"
 
@@ -189,7 +194,15 @@ def test_samples_best_trial_and_selected_text(fx):
         pooled = fx.model.frame_pooling(text, frames)
         log_radius = fx.model.radius(text, frames)
         samples = sample_text_mass(text[None, None], log_radius[:, None], noise)
-        best_cosine, best_trial, selected = best_of_trials(samples, pooled)
+        radius = log_radius.exp()
+        per_video = [  # the scoring's per-pair kernel, one video at a time as the official trial loop
+            best_of_per_pair_trials(text, radius[v], pooled[v], pooled[v].norm(dim=-1), [noise[v].clone()],
+                                    want_selected=True, return_trial=True)
+            for v in range(frames.shape[0])
+        ]
+        best_cosine = torch.stack([cosine for cosine, _, _ in per_video])
+        selected = torch.stack([winner for _, winner, _ in per_video])
+        best_trial = torch.stack([trial for _, _, trial in per_video])
     _assert_close(samples, fx.outputs["stochastic_samples"], TENSOR_ATOL, "stochastic_samples")
     assert torch.equal(best_trial, fx.outputs["best_trial"]), "best trial differs from the reference"
     _assert_close(selected, fx.outputs["selected_text"], TENSOR_ATOL, "selected_text")
@@ -340,6 +353,7 @@ def _train(fx) -> TrainingRun:
             attention_mask=fx.inputs["attention_mask"][texts],
             pixel_values_videos=fx.inputs["pixel_values"][videos],
             noise=fx.noise[f"train.step{step}"],
+            return_loss=True,
         )
         lrs = [group["lr"] for group in optimizer.param_groups]
         logit_scale = model.clip.logit_scale.detach().clone()
