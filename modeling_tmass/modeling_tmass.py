@@ -22,7 +22,6 @@ from transformers import CLIPModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.models.clip.modeling_clip import CLIPPreTrainedModel
 from transformers.utils import ModelOutput
 
 from .configuration_tmass import TMassConfig
@@ -472,24 +471,22 @@ class TMassPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module):
         """T-MASS initialisation as the official code: identity Linear maps and zero biases in the pooling,
-        `W_r = eye(D, F)`, `b_r = 0` in the radius. Modules of the CLIP backbone get CLIP's own initialisation
-        (`CLIPPreTrainedModel._init_weights`, scaled by `initializer_factor`), also when `from_pretrained` fills in
-        missing CLIP weights."""
-        # Handled at the Linear level: transformers skips parameter-less parent modules in custom code.
+        `W_r = eye(D, F)`, `b_r = 0` in the radius. The CLIP backbone (a `CLIPModel` sub-model) is initialised by
+        `CLIPPreTrainedModel._init_weights`, also when `from_pretrained` fills in missing CLIP weights."""
         if isinstance(module, TMassIdentityLinear):
             init.eye_(module.weight)
             init.zeros_(module.bias)
-        elif isinstance(getattr(self, "clip", None), CLIPModel) and self._is_clip_module(module):
-            CLIPPreTrainedModel._init_weights(self.clip, module)
         else:
             super()._init_weights(module)
 
-    def _is_clip_module(self, module: nn.Module) -> bool:
-        clip_modules = self.__dict__.get("_clip_module_ids")
-        if clip_modules is None or len(clip_modules) == 0:
-            clip_modules = {id(child) for child in self.clip.modules()}
-            self.__dict__["_clip_module_ids"] = clip_modules
-        return id(module) in clip_modules
+    @classmethod
+    def is_custom_code(cls) -> bool:
+        """`False`, although the class lives outside transformers: transformers treats custom code as possibly
+        writing weights in place without its `initialization` helpers, and then skips every module without
+        parameters of its own, such as `CLIPAttention`, whose `_init_weights` sets its projections' std (missing
+        CLIP weights would fall back to std 0.02). Every initialiser used here goes through
+        `transformers.initialization`, which leaves loaded tensors alone."""
+        return False
 
 
 class TMassModel(TMassPreTrainedModel):

@@ -514,3 +514,96 @@ def test_clamp_logit_scale():
         model.clip.logit_scale.fill_(9.0)
     model.clamp_logit_scale_()
     assert float(model.clip.logit_scale.detach()) == pytest.approx(model.config.logit_scale_max)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Determinism, export, initialisation, foreign folders
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("noise", ["shared", "per_pair"])
+def test_scores_do_not_depend_on_threads_or_memory_alignment(noise):
+    model = tiny_model()
+    text, frames = embeddings(5, 4)
+    threads = torch.get_num_threads()
+
+    def run(text, frames):
+        return model.similarity(text, frames, noise=noise, generator=torch.Generator().manual_seed(3))
+
+    reference = run(text, frames)
+    # the same values 4 bytes off a 64-byte boundary (as weights memory-mapped from a safetensors file)
+    buffer = torch.empty(text.numel() + frames.numel() + 2)
+    offset_text = buffer[1 : 1 + text.numel()].view_as(text).copy_(text)
+    offset_frames = buffer[2 + text.numel() :].view_as(frames).copy_(frames)
+    assert offset_text.data_ptr() % 64 != 0
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            assert torch.equal(run(text, frames), reference), count
+            assert torch.equal(run(offset_text, offset_frames), reference), count
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.get_num_threads() == threads
+
+
+def test_tile_workers_setting_gives_the_same_scores_and_restores_threads():
+    model = tiny_model(similarity_tile_workers=2)
+    text, frames = embeddings(40, 30)
+    threads = torch.get_num_threads()
+    with torch.no_grad():
+        pooled = model.similarity(text, frames, noise="shared", chunk_size=7,
+                                  generator=torch.Generator().manual_seed(0))
+        model.config.similarity_tile_workers = 1
+        plain = model.similarity(text, frames, noise="shared", chunk_size=7, generator=torch.Generator().manual_seed(0))
+    assert torch.get_num_threads() == threads
+    assert torch.allclose(pooled, plain, atol=1e-6)
+    with pytest.raises(Exception, match="similarity_tile_workers"):
+        TMassConfig(clip_config=tiny_clip_config(), similarity_tile_workers=0)
+
+
+def test_dynamic_shape_export_without_injected_noise():
+    model, inputs = tiny_model(), tiny_inputs(batch=3)
+    batch = torch.export.Dim("batch", min=2, max=16)
+    dynamic = {name: {0: batch} for name in ("input_ids", "attention_mask", "pixel_values_videos")}
+    exported = torch.export.export(model, args=(), kwargs=inputs, dynamic_shapes=dynamic, strict=False)
+    other = tiny_inputs(batch=5, seed=1)
+    with torch.no_grad():
+        output = exported.module()(**other)
+        eager = model(**other)
+    assert output.logits_per_text.shape == (5, 5)
+    # everything before the noise is the same computation
+    assert torch.allclose(output.video_pooled, eager.video_pooled, atol=1e-5)
+    assert torch.allclose(output.log_radius, eager.log_radius, atol=1e-5)
+
+
+def test_missing_clip_weights_get_clips_initialisation(tmp_path):
+    model = tiny_model()
+    model.save_pretrained(tmp_path)
+    state = load_file(str(tmp_path / "model.safetensors"))
+    state = {k: v for k, v in state.items() if ".self_attn." not in k and "projection" not in k}
+    save_file(state, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    torch.manual_seed(0)
+    loaded, info = TMassModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert any(".self_attn.q_proj.weight" in key for key in info["missing_keys"])
+    clip = loaded.config.clip_config
+    text = clip.text_config
+    # CLIPAttention: std = embed_dim^-0.5 * (2 * layers)^-0.5 * factor; projections: width^-0.5 * factor
+    q_std = text.hidden_size**-0.5 * (2 * text.num_hidden_layers) ** -0.5 * clip.initializer_factor
+    q_weight = loaded.clip.text_model.encoder.layers[0].self_attn.q_proj.weight
+    assert abs(float(q_weight.std()) - q_std) < 0.35 * q_std and abs(q_std - 0.02) > 0.05
+    proj_std = text.hidden_size**-0.5 * clip.initializer_factor
+    assert abs(float(loaded.clip.text_projection.weight.std()) - proj_std) < 0.35 * proj_std
+    # the T-MASS modules that were saved are loaded, not re-initialised
+    assert torch.equal(loaded.frame_pooling.linear_proj.weight, model.frame_pooling.linear_proj.weight)
+
+
+def test_a_folder_of_another_model_type_is_refused(tmp_path):
+    torch.manual_seed(0)
+    CLIPModel(CLIPConfig(**tiny_clip_config())).save_pretrained(tmp_path / "clip")
+    with pytest.raises(ValueError, match=r"'clip'.*'tmass'"):
+        TMassModel.from_pretrained(tmp_path / "clip")
+    with pytest.raises(ValueError, match=r"'clip'.*'tmass'"):
+        TMassConfig.from_pretrained(tmp_path / "clip")
+    with pytest.raises(ValueError, match=r"'unify'.*'tmass'"):
+        TMassConfig.from_dict({"model_type": "unify"})
+    assert TMassConfig.from_dict(tiny_model().config.to_dict()).model_type == "tmass"
