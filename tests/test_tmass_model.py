@@ -1,19 +1,16 @@
-"""`TMassModel` as a transformers model: shapes, save/load, Auto classes, remote code, builders, converter errors,
-the scoring options of `similarity`, determinism, gradient checkpointing and mixed precision (tiny configs)."""
+"""`TMassModel`: shapes, builders, converter errors, the scoring options of `similarity`, determinism, export,
+initialisation and mixed precision (tiny configs). The transformers conventions shared with UNIFY (save/load, Auto
+classes, remote code, dtype loading, gradient checkpointing, SDPA vs eager, meta device) are in
+`tests/test_modeling_common.py`."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
-import warnings
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoConfig, AutoModel, CLIPConfig, CLIPModel
+from transformers import AutoModel, CLIPConfig, CLIPModel
 
 from modeling_tmass import TMassConfig, TMassModel, TMassOutput
 from modeling_tmass.convert_tmass_original_checkpoint import convert_tmass_checkpoint, main as convert_main
@@ -142,39 +139,14 @@ def test_forward_noise_is_injected_or_drawn_from_the_generator():
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _architecture(config_dict: dict) -> dict:
-    """A config dict without the fields `from_pretrained` fills in (`_name_or_path`, `dtype`)."""
-    return {
-        key: _architecture(value) if isinstance(value, dict) else value
-        for key, value in config_dict.items()
-        if key not in ("_name_or_path", "dtype")
-    }
-
-
-def test_save_pretrained_round_trip(tmp_path):
-    model, inputs = tiny_model(), tiny_inputs()
-    model.save_pretrained(tmp_path)
-    assert (tmp_path / "model.safetensors").is_file()
-    saved = load_file(str(tmp_path / "model.safetensors"))
-    assert any(k.startswith("frame_pooling.") for k in saved) and "radius.linear_proj.weight" in saved
-    loaded, info = TMassModel.from_pretrained(tmp_path, output_loading_info=True)
-    assert not info["missing_keys"]
-    assert not info["unexpected_keys"] and not info["mismatched_keys"]
-    assert _architecture(loaded.config.to_dict()) == _architecture(model.config.to_dict())
-    for key, tensor in model.state_dict().items():
-        assert torch.equal(loaded.state_dict()[key], tensor), key
-    noise = torch.rand(3, EMBED_DIM)
-    with torch.no_grad():
-        assert torch.equal(model(**inputs, noise=noise).logits_per_text, loaded(**inputs, noise=noise).logits_per_text)
-
-
-def test_auto_classes_load_the_folder(tmp_path):
+def test_saved_folder_keys_and_processor_registration(tmp_path):
+    """(Round trip, Auto classes and remote code: `tests/test_modeling_common.py`.)"""
     model = tiny_model()
     model.save_pretrained(tmp_path)
-    config = AutoConfig.from_pretrained(tmp_path)
-    assert isinstance(config, TMassConfig) and config.num_frames == NUM_FRAMES
+    saved = load_file(str(tmp_path / "model.safetensors"))
+    assert any(k.startswith("frame_pooling.") for k in saved) and "radius.linear_proj.weight" in saved
     loaded = AutoModel.from_pretrained(tmp_path)
-    assert type(loaded) is TMassModel
+    assert isinstance(loaded.config, TMassConfig) and loaded.config.num_frames == NUM_FRAMES
     # Importing modeling_tmass also registers the T-MASS (video) processor for this config.
     from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
     from transformers.models.auto.video_processing_auto import VIDEO_PROCESSOR_MAPPING
@@ -190,88 +162,6 @@ def test_auto_classes_load_the_folder(tmp_path):
             model.similarity(text, frames, noise="shared", generator=torch.Generator().manual_seed(0)),
             loaded.similarity(text, frames, noise="shared", generator=torch.Generator().manual_seed(0)),
         )
-
-
-def test_attn_implementation_and_dtype_options(tmp_path):
-    model, inputs = tiny_model(), tiny_inputs()
-    model.save_pretrained(tmp_path)
-    eager = TMassModel.from_pretrained(tmp_path, attn_implementation="eager")
-    assert eager.clip.text_model.config._attn_implementation == "eager"
-    assert eager.clip.vision_model.config._attn_implementation == "eager"
-    noise = torch.rand(3, EMBED_DIM)
-    with torch.no_grad():
-        difference = (eager(**inputs, noise=noise).logits_per_text - model(**inputs, noise=noise).logits_per_text).abs()
-    assert float(difference.max()) < 1e-4
-    half = TMassModel.from_pretrained(tmp_path, dtype=torch.bfloat16)
-    assert half.frame_pooling.linear_proj.weight.dtype == torch.bfloat16
-
-
-_REMOTE_SCRIPT = textwrap.dedent(
-    """
-    import importlib.abc, sys
-    BLOCKED = {"modeling_tmass", "modeling_unify", "processors", "video_text_retrieval"}
-
-    class RefuseOurPackages(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in BLOCKED:
-                raise ModuleNotFoundError(f"{name} is blocked in this process", name=name)
-            return None
-
-    sys.meta_path.insert(0, RefuseOurPackages())
-    try:
-        import modeling_tmass  # noqa: F401
-        raise SystemExit("the blocker failed: modeling_tmass was importable")
-    except ModuleNotFoundError:
-        pass
-
-    import torch
-    from safetensors.torch import load_file, save_file
-    from transformers import AutoConfig, AutoModel
-
-    folder = sys.argv[1]
-    config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
-    model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
-    assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
-    assert type(config).__name__ == "TMassConfig"
-    inputs = load_file(folder + "/test_inputs.safetensors")
-    with torch.no_grad():
-        out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                    pixel_values_videos=inputs["pixel_values_videos"], noise=inputs["noise"], return_loss=True)
-        sims = model.similarity(out.text_embeds, out.video_embeds, noise_tensor=inputs["noise_tensor"])
-    save_file({"logits": out.logits_per_text.contiguous(), "loss": out.loss.reshape(1), "sims": sims},
-              folder + "/remote_outputs.safetensors")
-    """
-)
-
-
-def test_remote_code_loading_without_our_packages(tmp_path):
-    model, inputs = tiny_model(), tiny_inputs()
-    folder = tmp_path / "tmass-remote"
-    model.save_pretrained(folder)  # importing modeling_tmass registered the classes for remote code
-    config = json.loads((folder / "config.json").read_text())
-    assert config["auto_map"] == {
-        "AutoConfig": "configuration_tmass.TMassConfig",
-        "AutoModel": "modeling_tmass.TMassModel",
-    }
-    for name in ("modeling_tmass.py", "configuration_tmass.py", "scoring_tmass.py"):
-        assert (folder / name).is_file(), name
-    noise = torch.rand(3, EMBED_DIM)
-    noise_tensor = torch.rand(3, model.config.num_trials, 3, EMBED_DIM)
-    save_file(dict(inputs, noise=noise, noise_tensor=noise_tensor), str(folder / "test_inputs.safetensors"))
-    script = tmp_path / "load_remote.py"
-    script.write_text(_REMOTE_SCRIPT)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), PYTHONPATH="")
-    result = subprocess.run(
-        [sys.executable, str(script), str(folder)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    remote = load_file(str(folder / "remote_outputs.safetensors"))
-    with torch.no_grad():
-        local = model(**inputs, noise=noise, return_loss=True)
-        sims = model.similarity(local.text_embeds, local.video_embeds, noise_tensor=noise_tensor)
-    assert torch.equal(remote["logits"], local.logits_per_text)
-    assert torch.equal(remote["loss"][0], local.loss)
-    assert torch.equal(remote["sims"], sims)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -467,30 +357,8 @@ def test_paper_protocol_versus_no_trials():
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Training utilities: gradient checkpointing, autocast
+# Training utilities: autocast (gradient checkpointing: tests/test_modeling_common.py)
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-def _gradients(model, inputs, noise):
-    model.zero_grad()
-    model(**inputs, noise=noise, return_loss=True).loss.backward()
-    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-
-
-def test_gradient_checkpointing_backward():
-    model, inputs = tiny_model(support_loss_weight=0.8).train(), tiny_inputs()
-    noise = torch.rand(3, EMBED_DIM)
-    plain = _gradients(model, inputs, noise)
-    assert model.supports_gradient_checkpointing
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    layer = model.clip.text_model.encoder.layers[0]
-    assert layer.gradient_checkpointing
-    checkpointed = _gradients(model, inputs, noise)
-    assert set(plain) == set(checkpointed)
-    for name in plain:
-        assert torch.allclose(plain[name], checkpointed[name], atol=1e-6), name
 
 
 def test_autocast_bfloat16_on_cpu():
