@@ -47,15 +47,15 @@ _unit = unit
 @dataclass
 class TMassOutput(ModelOutput):
     r"""
-    Output of [`TMassModel.forward`] on a batch of `B` (caption, video) pairs (§5).
+    Output of [`TMassModel.forward`] on a batch of `B` (caption, video) pairs (docs/tmass.md, "Training").
 
     Args:
         loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `return_loss` is true):
-            `loss_main + support_loss_weight * loss_support` (§5.3).
+            `loss_main + support_loss_weight * loss_support` (the support-text loss).
         loss_main (`torch.FloatTensor` of shape `()`, *optional*):
-            Symmetric InfoNCE on `logits_per_text` (§5.2).
+            Symmetric InfoNCE on `logits_per_text` (the main loss).
         loss_support (`torch.FloatTensor` of shape `()`, *optional*):
-            Symmetric InfoNCE on `logits_per_text_support` (§5.3), returned even when its weight is 0.
+            Symmetric InfoNCE on `logits_per_text_support` (the support-text loss), returned even when its weight is 0.
         logits_per_text (`torch.FloatTensor` of shape `(B, B)`):
             `exp(logit_scale) * cos(t_s[i], p[j, i])`: the stochastic text `i` against video `j` pooled with text `i`.
         logits_per_video (`torch.FloatTensor` of shape `(B, B)`):
@@ -65,13 +65,13 @@ class TMassOutput(ModelOutput):
         video_embeds (`torch.FloatTensor` of shape `(B, F, D)`):
             CLIP projected per-frame embeddings `f` (not normalised).
         video_pooled (`torch.FloatTensor` of shape `(B, B, D)`):
-            `p[j, i]`: video `j` pooled with text `i` as the query (§3).
+            `p[j, i]`: video `j` pooled with text `i` as the query (paper Sec. 3.1).
         log_radius (`torch.FloatTensor` of shape `(B, D)`):
-            Log-radius of each text's mass with respect to its own (positive) video (§4.1, §5.1).
+            Log-radius of each text's mass with respect to its own (positive) video (paper Sec. 3.2).
         text_stochastic (`torch.FloatTensor` of shape `(B, D)`):
-            The sample `t_s = t + eps * exp(log_radius)` (§4.2).
+            The sample `t_s = t + eps * exp(log_radius)` (paper Sec. 3.2).
         text_support (`torch.FloatTensor` of shape `(B, D)`):
-            The support text `t_sup` (§5.3).
+            The support text `t_sup` (the support-text loss).
         logits_per_text_support (`torch.FloatTensor` of shape `(B, B)`):
             `exp(logit_scale) * cos(t_sup[i], p[j, i])`.
         text_model_output (`BaseModelOutputWithPooling`):
@@ -113,7 +113,8 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
 
 
 def pairwise_pooled_cosine(text: torch.Tensor, video_pooled: torch.Tensor) -> torch.Tensor:
-    """`S[i, j] = cos(text[i], video_pooled[j, i])` (§5.2): each text against every video pooled with that text.
+    """`S[i, j] = cos(text[i], video_pooled[j, i])` (the main loss's logits): each text against every video pooled
+    with that text.
 
     Args:
         text: `[N_t, D]`.
@@ -125,12 +126,13 @@ def pairwise_pooled_cosine(text: torch.Tensor, video_pooled: torch.Tensor) -> to
 
 
 def sample_text_mass(text: torch.Tensor, log_radius: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """Re-parameterised sample of the text mass (§4.2): `t_s = t + eps * exp(log_radius)` (broadcasting)."""
+    """Re-parameterised sample of the text mass (paper Sec. 3.2): `t_s = t + eps * exp(log_radius)` (broadcasting)."""
     return text + noise * torch.exp(log_radius)
 
 
 def support_text(text: torch.Tensor, video_pooled: torch.Tensor, log_radius: torch.Tensor) -> torch.Tensor:
-    """Support text of §5.3: `t_sup[i] = t[i] + exp(l[i]) * d[i] / ||d[i]||` with `d[i] = mean_k p[i, k] - t[i]`.
+    """Support text (paper Sec. 3.2; docs/tmass.md, "Support text"): `t_sup[i] = t[i] + exp(l[i]) * d[i] / ||d[i]||`
+    with `d[i] = mean_k p[i, k] - t[i]`.
 
     Args:
         text: `[B, D]` raw text features.
@@ -138,13 +140,13 @@ def support_text(text: torch.Tensor, video_pooled: torch.Tensor, log_radius: tor
         log_radius: `[B, D]` positive-pair log-radius.
     """
     # The official code averages video i over ALL the batch's texts (not p[i, i]) and mixes the raw text feature
-    # with the LayerNorm-ed pooled one (§12.10): reproduced as is.
+    # with the LayerNorm-ed pooled one (docs/tmass.md, "Official quirks"): reproduced as is.
     direction = video_pooled.mean(dim=1) - text
     return text + torch.exp(log_radius) * _unit(direction)
 
 
 def symmetric_info_nce(logits_per_text: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE with the positives on the diagonal (§5.2): the mean of the text-to-video and
+    """Symmetric InfoNCE with the positives on the diagonal (the main loss): the mean of the text-to-video and
     video-to-text cross-entropies of a square `[B, B]` logit matrix."""
     targets = torch.arange(logits_per_text.shape[0], device=logits_per_text.device)
     text_to_video = F.cross_entropy(logits_per_text, targets)
@@ -159,7 +161,7 @@ def symmetric_info_nce(logits_per_text: torch.Tensor) -> torch.Tensor:
 
 class TMassIdentityLinear(nn.Linear):
     """`nn.Linear` that the model initialises to the identity (`weight = eye(out, in)`, `bias = 0`), as the official
-    code initialises every Linear of the pooling (§3) and the radius (`eye(D, F)`, §4.1)."""
+    code initialises every Linear of the pooling (paper Sec. 3.1) and the radius (`eye(D, F)`, paper Sec. 3.2)."""
 
 
 def eager_attention_forward(
@@ -228,7 +230,7 @@ class TMassCrossAttention(nn.Module):
 
 
 class TMassTextConditionedPooling(nn.Module):
-    """X-Pool text-conditioned frame pooling (§3): `p(v | t) = LN_3(x + Dropout(W_l x + b_l))`,
+    """X-Pool text-conditioned frame pooling (paper Sec. 3.1): `p(v | t) = LN_3(x + Dropout(W_l x + b_l))`,
     `x = LN_2(CrossAttn(LN_1(t), LN_1(f)))`. One LayerNorm (`layer_norm1`) is shared by texts and frames.
 
     Official keys `pool_frames.*` map one-to-one onto `frame_pooling.*`.
@@ -256,7 +258,7 @@ class TMassTextConditionedPooling(nn.Module):
         text = self.layer_norm1(text_embeds)
         frames = self.layer_norm1(frame_embeds)
         attended = self.layer_norm2(self.cross_attn(text, frames))
-        # Dropout only on the linear branch; no residual from the text, no MLP (§3 step 6).
+        # Dropout only on the linear branch; no residual from the text, no MLP (as the official X-Pool block).
         pooled = attended + self.dropout(self.linear_proj(attended))
         return self.layer_norm3(pooled)
 
@@ -264,7 +266,8 @@ class TMassTextConditionedPooling(nn.Module):
     #
     # With dropout off (eval mode), everything after the attention weights is either linear in the convex
     # combination of per-frame vectors or a per-pair normalisation, so it can be moved onto the `J = H * F`
-    # per-frame vectors of each video once (landscape §5.4). With `alpha[h, i]` the attention weights of a pair
+    # per-frame vectors of each video once (also in docs/tmass.md, "Factorised pooling"). With `alpha[h, i]` the
+    # attention weights of a pair
     # (`sum_i alpha[h, i] = 1` for every head `h`) and `w[j] = alpha[h, i]` for `j = (h, i)`:
     #
     #   o           = sum_j w[j] E[j],   E[j] = u[i, h] W_o[:, h]^T + b_o / H        (out_proj and its bias)
@@ -287,7 +290,7 @@ class TMassTextConditionedPooling(nn.Module):
         return not (self.training and self.dropout.p > 0)
 
     def text_queries(self, text_embeds: torch.Tensor) -> torch.Tensor:
-        """Attention queries of the texts, `[N_t, H, d_h]` (`q = LN_1(t) W_q^T + b_q`, §3 steps 1-2)."""
+        """Attention queries of the texts, `[N_t, H, d_h]` (`q = LN_1(t) W_q^T + b_q`, the first pooling step)."""
         attention = self.cross_attn
         query = attention.q_proj(self.layer_norm1(text_embeds))
         return query.view(*text_embeds.shape[:-1], attention.num_heads, attention.head_dim)
@@ -402,11 +405,12 @@ class TMassFrameBasis:
 
 
 class TMassSimilarityRadius(nn.Module):
-    """Similarity-aware radius of the text mass (§4.1): `log r(t, v) = W_r s(t, v) + b_r`, with
+    """Similarity-aware radius of the text mass (paper Sec. 3.2): `log r(t, v) = W_r s(t, v) + b_r`, with
     `s_i = cos(t, f_i)` over the `F` frames and `W_r` an `nn.Linear(F, D)`.
 
     The official `LinearCosRadius` (key `stochastic.std_branch.linear_proj.*`, mapped to `radius.linear_proj.*`)
-    computes `s` through an `[N, F, F]` product for paired inputs only (§12.3); here `s` is one batched product.
+    computes `s` through an `[N, F, F]` product for paired inputs only (docs/tmass.md, "Official quirks"); here `s`
+    is one batched product.
     """
 
     def __init__(self, config: TMassConfig):
@@ -434,7 +438,7 @@ class TMassSimilarityRadius(nn.Module):
         return self.linear_proj(cosines)
 
     def forward_pairs(self, text_embeds: torch.Tensor, frame_embeds: torch.Tensor) -> torch.Tensor:
-        """Log-radius of text `i` with respect to video `i` only (training, §5.1).
+        """Log-radius of text `i` with respect to video `i` only (training).
 
         Args:
             text_embeds: `[B, D]`; frame_embeds: `[B, F, D]`.
@@ -491,8 +495,9 @@ class TMassPreTrainedModel(PreTrainedModel):
 
 class TMassModel(TMassPreTrainedModel):
     r"""
-    T-MASS: CLIP (`self.clip`, a `transformers.CLIPModel`), the text-conditioned pooling (`self.frame_pooling`, §3)
-    and the similarity-aware radius (`self.radius`, §4). Texts are encoded once, videos once (per frame); the
+    T-MASS: CLIP (`self.clip`, a `transformers.CLIPModel`), the text-conditioned pooling (`self.frame_pooling`,
+    paper Sec. 3.1) and the similarity-aware radius (`self.radius`, paper Sec. 3.2). Texts are encoded once, videos
+    once (per frame); the
     text-conditioned scoring of every (text, video) pair happens in [`~TMassModel.similarity`].
     """
 
@@ -508,7 +513,7 @@ class TMassModel(TMassPreTrainedModel):
     @classmethod
     def from_clip(cls, clip_model_or_path: "CLIPModel | str", **tmass_fields) -> "TMassModel":
         """Build a T-MASS model around a `transformers.CLIPModel` (an object or a local folder), with the official
-        initialisation of the new modules (§3-4: identity pooling maps, `W_r = eye(D, F)`, zero biases).
+        initialisation of the new modules (as the official code: identity pooling maps, `W_r = eye(D, F)`, zero biases).
 
         Args:
             clip_model_or_path: a `CLIPModel` instance, or a path/name `CLIPModel.from_pretrained` accepts.
@@ -531,7 +536,7 @@ class TMassModel(TMassPreTrainedModel):
         return model.to(next(clip_model.parameters()).dtype)
 
     def clamp_logit_scale_(self) -> None:
-        """Clamp CLIP's `logit_scale` to `<= config.logit_scale_max` in place (after every optimizer step, §5.5)."""
+        """Clamp CLIP's `logit_scale` to `<= config.logit_scale_max` in place (after every optimizer step)."""
         with torch.no_grad():
             self.clip.logit_scale.clamp_(max=self.config.logit_scale_max)
 
@@ -540,7 +545,7 @@ class TMassModel(TMassPreTrainedModel):
     def get_text_features(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
     ) -> BaseModelOutputWithPooling:
-        """CLIP text tower, as `CLIPModel.get_text_features` (paper §3.1: the text embedding `t`).
+        """CLIP text tower, as `CLIPModel.get_text_features` (paper Sec. 3.1: the text embedding `t`).
 
         Args:
             input_ids: `[B, L]`; attention_mask: `[B, L]`. Further keyword arguments (`output_hidden_states`,
@@ -552,7 +557,7 @@ class TMassModel(TMassPreTrainedModel):
         return self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
     def get_video_features(self, pixel_values_videos: torch.Tensor, **kwargs) -> BaseModelOutputWithPooling:
-        """CLIP image tower on every frame (paper §3.1: the frame embeddings `f`).
+        """CLIP image tower on every frame (paper Sec. 3.1: the frame embeddings `f`).
 
         Args:
             pixel_values_videos: `[B, F, 3, H, W]`. Further keyword arguments (`output_hidden_states`,
@@ -599,12 +604,13 @@ class TMassModel(TMassPreTrainedModel):
         **kwargs,
     ) -> TMassOutput | tuple:
         r"""
-        Training forward on `B` (caption, video) pairs, pair `i` = (`input_ids[i]`, `pixel_values_videos[i]`) (§5).
+        Training forward on `B` (caption, video) pairs, pair `i` = (`input_ids[i]`, `pixel_values_videos[i]`)
+        (docs/tmass.md, "Training").
 
         1. `t = CLIP_text` `[B, D]`, `f = CLIP_image` `[B, F, D]`; `p = Pool(t, f)` `[B, B, D]` (dropout in train mode).
         2. Positive-pair log-radius `l_i = W_r s(t_i, v_i) + b_r` and one sample `t_s,i = t_i + eps_i * exp(l_i)`.
         3. `S[i, j] = cos(t_s,i, p[j, i])`, `loss_main` = symmetric InfoNCE on `exp(logit_scale) * S`.
-        4. Support text and `loss_support` (§5.3); `loss = loss_main + support_loss_weight * loss_support`.
+        4. Support text and `loss_support`; `loss = loss_main + support_loss_weight * loss_support`.
 
         The same computation runs in eval mode (as the official eval forward, which also samples). Retrieval
         scores come from [`~TMassModel.similarity`], not from this method.
@@ -649,8 +655,8 @@ class TMassModel(TMassPreTrainedModel):
         return_loss: bool = True,
     ) -> TMassOutput:
         r"""
-        The training computation of §5.1-5.3 on already-encoded pairs: pair `i` = (`text_embeds[i]`,
-        `frame_embeds[i]`), `text_embeds` `[B, D]`, `frame_embeds` `[B, F, D]`.
+        The training computation (docs/tmass.md, "Training") on already-encoded pairs: pair `i` =
+        (`text_embeds[i]`, `frame_embeds[i]`), `text_embeds` `[B, D]`, `frame_embeds` `[B, F, D]`.
 
         [`~TMassModel.forward`] calls it after the CLIP towers; a distributed training script calls it on
         features all-gathered (with gradient) from every process, so that every text meets every video of
@@ -661,7 +667,8 @@ class TMassModel(TMassPreTrainedModel):
             return_loss: compute `loss`, `loss_main`, `loss_support`.
         """
         video_pooled = self.frame_pooling(text_embeds, frame_embeds)  # [B(video), B(text), D]
-        # Train/test mismatch kept for parity (§12.9): the positive pair's radius is used against every video.
+        # Train/test mismatch kept for parity (docs/tmass.md, "Official quirks"): the positive pair's radius is used
+        # against every video.
         log_radius = self.radius.forward_pairs(text_embeds, frame_embeds)  # [B, D]
         if noise is None:
             device = text_embeds.device if self.config.stochastic_prior == "uniform01" else "cpu"

@@ -181,7 +181,7 @@ def test_from_clip_object_and_folder(tmp_path):
         assert torch.equal(linear.weight, torch.eye(EMBED_DIM)) and not linear.bias.any()
     assert torch.equal(model.radius.linear_proj.weight, torch.eye(EMBED_DIM, NUM_FRAMES))
     assert not model.radius.linear_proj.bias.any()
-    # At init r_d = exp(s_d) for d < F and 1 otherwise (§4.1).
+    # At init r_d = exp(s_d) for d < F and 1 otherwise (paper Sec. 3.2).
     text, frames = embeddings(2, 2)
     log_radius = model.radius(text, frames)
     cosines = torch.nn.functional.cosine_similarity(text[None, :, None], frames[:, None], dim=-1)

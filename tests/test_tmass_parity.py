@@ -1,11 +1,11 @@
-"""Parity of `TMassModel` with the official T-MASS code (tmass.md §11, §13; decisions 9, 14, 15).
+"""Parity of `TMassModel` with the official T-MASS code (docs/tmass.md, "Parity" and "Randomness").
 
 Every fixture folder from `tests/_shared.py:tmass_fixture_dirs()` (the folders under `../shared/fixtures/tmass/` plus
 those in `TMASS_FIXTURES`) holds the official code's own outputs. Sizes, frame counts, heads, priors, trials, batches
 and optimizer settings all come from the fixture's `config.json`. Weights enter through the converter.
 
 The last tests build a DIFFERENT small configuration (two heads, three frames, normal prior, ragged captions) and
-compare the vectorised `similarity` with a slow, literal per-video re-implementation of §3, §4 and §6.
+compare the vectorised `similarity` with a slow, literal per-video re-implementation of the pooling, the radius and the evaluation loop.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ from video_text_retrieval.metrics import (
 )
 from video_text_retrieval.optim import LegacyAdamW, get_warmup_cosine_schedule
 
-FEATURE_ATOL = 1e-5  # CLIP features, pooled vectors (tmass.md §13: the re-derivation reached 1.1e-6)
-TENSOR_ATOL = 1e-5  # radius, samples, selected texts, sims (§11)
+FEATURE_ATOL = 1e-5  # CLIP features, pooled vectors (an independent re-derivation reached 1.1e-6)
+TENSOR_ATOL = 1e-5  # radius, samples, selected texts, sims (docs/tmass.md, "Randomness")
 METRIC_ATOL = 1e-9
 WEIGHT_ATOL = 1e-6  # post-step weights
 EXPECTED_KS = (1, 5, 10, 50, 100)
@@ -450,7 +450,7 @@ def test_official_checkpoint_equals_trained_weights(fixture_dir):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Other sizes: vectorised similarity vs a literal per-video loop of §3, §4 and §6 (not tuned to any fixture)
+# Other sizes: vectorised similarity vs a literal per-video loop of the pooling, radius and evaluation (not tuned to any fixture)
 # ---------------------------------------------------------------------------------------------------------------------
 
 
@@ -477,7 +477,7 @@ def _random_tmass(seed: int, *, embed_dim: int, num_frames: int, heads: int, pri
 
 
 def _literal_pool(model: TMassModel, text: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
-    """§3 written out for ONE text and ONE video, head by head."""
+    """The X-Pool pooling written out for ONE text and ONE video, head by head."""
     pooling = model.frame_pooling
     attention = pooling.cross_attn
     eps = model.config.pooling_layer_norm_eps
@@ -507,7 +507,7 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _literal_official_evaluation(model, text, frames, text_to_video, trials, prior, std, generator):
-    """§6 as the official code runs it: per video, radius per text, trial by trial with one [N_t, D] draw each,
+    """The evaluation as the official code runs it: per video, radius per text, trial by trial with one [N_t, D] draw each,
     best trial per text, then the official regrouping and (leaking) similarity, and the paper scores."""
     num_texts, num_videos = text.shape[0], frames.shape[0]
     selected = torch.empty(num_videos, num_texts, text.shape[1])

@@ -1,4 +1,4 @@
-"""Exact, memory-bounded T-MASS scoring (issue 5): the factorised pooling and the chunked/tiled `similarity`
+"""Exact, memory-bounded T-MASS scoring: the factorised pooling and the chunked/tiled `similarity`
 against the straightforward computation (the pooling module's own `forward`, the radius, every trial formed and
 scored), on random non-identity weights, several heads and frame counts, both priors, both noise modes, both
 protocols, and chunk/tile sizes that split videos, texts and trials."""

@@ -1,8 +1,9 @@
-"""T-MASS retrieval at scale: streaming top-k over exact scores, and two-stage search (issue 5).
+"""T-MASS retrieval at scale: streaming top-k over exact scores, and two-stage search.
 
-T-MASS scores a (text, video) pair by pooling the video's frames with the text as the query and keeping the
-best of `T` stochastic text samples (tmass.md §3-§6); there is no per-video embedding to index, so every pair
-is scored. `TMassModel.similarity` computes those scores exactly in memory-bounded chunks; this module adds:
+T-MASS (Wang et al., CVPR 2024) scores a (text, video) pair by pooling the video's frames with the text as the query
+(paper Sec. 3.1) and keeping the best of `T` stochastic text samples (Sec. 3.2); there is no per-video embedding to
+index, so every pair is scored. `TMassModel.similarity` computes those scores exactly in memory-bounded chunks; this
+module adds:
 
 * :func:`tmass_topk`: the top-`k` videos of every text (and optionally the top texts of every video) from the
   exact scores, streamed over chunks of videos, so that the `[N_t, N_v]` matrix is never held. It equals the
