@@ -2,7 +2,7 @@
 
 Scores `--texts` random text features `[N_t, D]` against `--videos` random per-frame video features
 `[N_v, F, D]` with the package's exact, chunked, factorised scoring (`TMassModel.similarity`), as the
-official evaluation does on cached CLIP features (docs/tmass.md, "Performance"): `--trials` stochastic trials per
+official evaluation does on cached CLIP features (docs/tmass_design.md, "Performance"): `--trials` stochastic trials per
 (text, video) pair, `--protocol paper|official`, `--noise per_pair|shared` (per-pair noise replays the
 official random stream: one `[N_t, D]` draw per video and trial from a seeded generator).
 
@@ -22,7 +22,7 @@ Measured in one run:
   products equal `torch.utils.flop_counter`'s count), the achieved rate, the machine's measured float32 GEMM rate
   (2048^2 `torch.mm`, same threads) and the time the FLOPs would take at that rate; for per-pair noise also the
   measured rate of the uniform generator and the serial time of the `N_v * T * N_t * D` draws (a floor of its own).
-* the official routine's time at 1000 x 1000 (350.4 s, 13.4 GiB; docs/tmass.md, "Performance") is printed for reference
+* the official routine's time at 1000 x 1000 (350.4 s, 13.4 GiB; docs/tmass_design.md, "Performance") is printed for reference
   with the ratio to it; it was measured on another machine (2 vCPU AMD EPYC Zen 4): read the same-run ratio.
 
 `--naive` times the naive per-pair computation on the whole grid instead (it is slow: about N_t * N_v * 0.3 ms).

@@ -17,7 +17,7 @@ _NOISE_MODES = ("per_pair", "shared")
 class TMassConfig(PreTrainedConfig):
     r"""
     Configuration of a [`TMassModel`]: "Text Is MASS: Modeling as Stochastic Embedding for Text-Video Retrieval"
-    (Wang et al., CVPR 2024), as released in the official repository (see `docs/tmass.md`).
+    (Wang et al., CVPR 2024), as released in the official repository (see `docs/tmass_design.md`).
 
     The CLIP backbone is described by ONE nested [`~transformers.CLIPConfig`] (`clip_config`, which itself holds
     `text_config` and `vision_config`), so that `model.clip` is a plain `transformers.CLIPModel` and the official

@@ -1,5 +1,5 @@
 # Copyright 2026 The video-text-retrieval authors. Licensed under the Apache License, Version 2.0.
-"""Convert an official T-MASS checkpoint (docs/tmass.md, "Checkpoints") into a folder `AutoModel.from_pretrained` loads.
+"""Convert an official T-MASS checkpoint (docs/tmass_design.md, "Checkpoints") into a folder `AutoModel.from_pretrained` loads.
 
 Accepted inputs: the official `.pth` written by `BaseTrainer._save_checkpoint` (`{'epoch', 'state_dict',
 'optimizer'}`), a raw state dict saved with `torch.save`, or a `.safetensors` state dict, all in the official key
@@ -31,7 +31,7 @@ from .modeling_tmass import TMassModel
 
 # Keys of the official state dict that carry nothing: persisted `position_ids` buffers of transformers 4.30
 # (recomputed by transformers >= 4.31) and the uninitialised, never used `learnable_scalar`
-# (docs/tmass.md, "Official quirks").
+# (docs/tmass_design.md, "Official quirks").
 DEAD_KEYS = (
     "clip.text_model.embeddings.position_ids",
     "clip.vision_model.embeddings.position_ids",

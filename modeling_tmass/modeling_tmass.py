@@ -4,7 +4,7 @@ CVPR 2024).
 
 A faithful re-implementation of the official T-MASS code: X-Pool text-conditioned frame pooling (paper Sec. 3.1) and a
 stochastic text "mass" around the CLIP text embedding whose radius depends on the text-frame similarities (Sec. 3.2).
-Where the official code differs from the paper, the official behaviour is kept and said so; `docs/tmass.md` lists
+Where the official code differs from the paper, the official behaviour is kept and said so; `docs/tmass_design.md` lists
 those places. Retrieval scoring (`TMassModel.similarity`) runs in the sibling `scoring_tmass.py`.
 
 This file is copied into saved model folders (Hub remote code): it imports only torch, transformers and its
@@ -47,7 +47,7 @@ _unit = unit
 @dataclass
 class TMassOutput(ModelOutput):
     r"""
-    Output of [`TMassModel.forward`] on a batch of `B` (caption, video) pairs (docs/tmass.md, "Training").
+    Output of [`TMassModel.forward`] on a batch of `B` (caption, video) pairs (docs/tmass_design.md, "Training").
 
     Args:
         loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `return_loss` is true):
@@ -131,7 +131,7 @@ def sample_text_mass(text: torch.Tensor, log_radius: torch.Tensor, noise: torch.
 
 
 def support_text(text: torch.Tensor, video_pooled: torch.Tensor, log_radius: torch.Tensor) -> torch.Tensor:
-    """Support text (paper Sec. 3.2; docs/tmass.md, "Support text"): `t_sup[i] = t[i] + exp(l[i]) * d[i] / ||d[i]||`
+    """Support text (paper Sec. 3.2; docs/tmass_design.md, "Support text"): `t_sup[i] = t[i] + exp(l[i]) * d[i] / ||d[i]||`
     with `d[i] = mean_k p[i, k] - t[i]`.
 
     Args:
@@ -140,7 +140,7 @@ def support_text(text: torch.Tensor, video_pooled: torch.Tensor, log_radius: tor
         log_radius: `[B, D]` positive-pair log-radius.
     """
     # The official code averages video i over ALL the batch's texts (not p[i, i]) and mixes the raw text feature
-    # with the LayerNorm-ed pooled one (docs/tmass.md, "Official quirks"): reproduced as is.
+    # with the LayerNorm-ed pooled one (docs/tmass_design.md, "Official quirks"): reproduced as is.
     direction = video_pooled.mean(dim=1) - text
     return text + torch.exp(log_radius) * _unit(direction)
 
@@ -266,7 +266,7 @@ class TMassTextConditionedPooling(nn.Module):
     #
     # With dropout off (eval mode), everything after the attention weights is either linear in the convex
     # combination of per-frame vectors or a per-pair normalisation, so it can be moved onto the `J = H * F`
-    # per-frame vectors of each video once (also in docs/tmass.md, "Factorised pooling"). With `alpha[h, i]` the
+    # per-frame vectors of each video once (also in docs/tmass_design.md, "Factorised pooling"). With `alpha[h, i]` the
     # attention weights of a pair
     # (`sum_i alpha[h, i] = 1` for every head `h`) and `w[j] = alpha[h, i]` for `j = (h, i)`:
     #
@@ -409,7 +409,7 @@ class TMassSimilarityRadius(nn.Module):
     `s_i = cos(t, f_i)` over the `F` frames and `W_r` an `nn.Linear(F, D)`.
 
     The official `LinearCosRadius` (key `stochastic.std_branch.linear_proj.*`, mapped to `radius.linear_proj.*`)
-    computes `s` through an `[N, F, F]` product for paired inputs only (docs/tmass.md, "Official quirks"); here `s`
+    computes `s` through an `[N, F, F]` product for paired inputs only (docs/tmass_design.md, "Official quirks"); here `s`
     is one batched product.
     """
 
@@ -605,7 +605,7 @@ class TMassModel(TMassPreTrainedModel):
     ) -> TMassOutput | tuple:
         r"""
         Training forward on `B` (caption, video) pairs, pair `i` = (`input_ids[i]`, `pixel_values_videos[i]`)
-        (docs/tmass.md, "Training").
+        (docs/tmass_design.md, "Training").
 
         1. `t = CLIP_text` `[B, D]`, `f = CLIP_image` `[B, F, D]`; `p = Pool(t, f)` `[B, B, D]` (dropout in train mode).
         2. Positive-pair log-radius `l_i = W_r s(t_i, v_i) + b_r` and one sample `t_s,i = t_i + eps_i * exp(l_i)`.
@@ -655,7 +655,7 @@ class TMassModel(TMassPreTrainedModel):
         return_loss: bool = True,
     ) -> TMassOutput:
         r"""
-        The training computation (docs/tmass.md, "Training") on already-encoded pairs: pair `i` =
+        The training computation (docs/tmass_design.md, "Training") on already-encoded pairs: pair `i` =
         (`text_embeds[i]`, `frame_embeds[i]`), `text_embeds` `[B, D]`, `frame_embeds` `[B, F, D]`.
 
         [`~TMassModel.forward`] calls it after the CLIP towers; a distributed training script calls it on
@@ -667,7 +667,7 @@ class TMassModel(TMassPreTrainedModel):
             return_loss: compute `loss`, `loss_main`, `loss_support`.
         """
         video_pooled = self.frame_pooling(text_embeds, frame_embeds)  # [B(video), B(text), D]
-        # Train/test mismatch kept for parity (docs/tmass.md, "Official quirks"): the positive pair's radius is used
+        # Train/test mismatch kept for parity (docs/tmass_design.md, "Official quirks"): the positive pair's radius is used
         # against every video.
         log_radius = self.radius.forward_pairs(text_embeds, frame_embeds)  # [B, D]
         if noise is None:
@@ -792,7 +792,7 @@ class TMassModel(TMassPreTrainedModel):
         in place in the noise block and scored while the next block is drawn in a background thread (the serial
         generator is then the floor). Results equal the straightforward computation up to float rounding (~1e-7;
         ties between trials that close may pick another trial). While dropout is active the straightforward
-        pooling is used instead. The engine lives in `scoring_tmass.py`; `docs/tmass.md` derives the factorisation.
+        pooling is used instead. The engine lives in `scoring_tmass.py`; `docs/tmass_design.md` derives the factorisation.
 
         Determinism: for the same inputs and noise (generator state or injected tensor) the scores are the same
         bits whatever the chunking of the caller's gallery into calls, the intra-op thread count or the memory
@@ -813,7 +813,7 @@ class TMassModel(TMassPreTrainedModel):
             * `"paper"` (default): `score[n, a] = cos(t_hat[a, n], P[a, n])`, the best trial's cosine with the video
               pooled by the same text. Returns `[N_t, N_v]`; works for any caption counts.
             * `"official"`: the released evaluation, kept ONLY for parity tests and to reproduce published numbers.
-              **It leaks the ground truth** (see `docs/tmass.md`, "Evaluation protocols"):
+              **It leaks the ground truth** (see `docs/tmass_design.md`, "Evaluation protocols"):
               `sims[j, c, a] = cos(t_hat[a, n(j, c)], P[a, n(a, c)])` scores candidate video `a` pooled with *its
               own* `c`-th caption. Returns the official `[N_v, C, N_v]` layout (text group `j`, caption slot `c`,
               video `a`; `n(j, c)` = the `c`-th text of video `j` in text order; needs `text_to_video`). With ragged

@@ -16,7 +16,7 @@ video). What lives here:
 * `SimilarityScorer` (every text against every video, tiled over chunks of videos) and `score_candidates`
   (chosen pairs only).
 
-The design (factorised pooling, tiles, noise, threads) is described in `docs/tmass.md`. This file is copied into
+The design (factorised pooling, tiles, noise, threads) is described in `docs/tmass_design.md`. This file is copied into
 saved model folders (Hub remote code): it imports only torch and the standard library.
 """
 

@@ -1,4 +1,4 @@
-"""Parity of `TMassModel` with the official T-MASS code (docs/tmass.md, "Parity" and "Randomness").
+"""Parity of `TMassModel` with the official T-MASS code (docs/tmass_design.md, "Parity" and "Randomness").
 
 Every fixture folder from `tests/_shared.py:tmass_fixture_dirs()` (the folders under `../shared/fixtures/tmass/` plus
 those in `TMASS_FIXTURES`) holds the official code's own outputs. Sizes, frame counts, heads, priors, trials, batches
@@ -41,7 +41,7 @@ from video_text_retrieval.metrics import (
 from video_text_retrieval.optim import LegacyAdamW, get_warmup_cosine_schedule
 
 FEATURE_ATOL = 1e-5  # CLIP features, pooled vectors (an independent re-derivation reached 1.1e-6)
-TENSOR_ATOL = 1e-5  # radius, samples, selected texts, sims (docs/tmass.md, "Randomness")
+TENSOR_ATOL = 1e-5  # radius, samples, selected texts, sims (docs/tmass_design.md, "Randomness")
 METRIC_ATOL = 1e-9
 WEIGHT_ATOL = 1e-6  # post-step weights
 EXPECTED_KS = (1, 5, 10, 50, 100)
