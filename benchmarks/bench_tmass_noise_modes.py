@@ -1,4 +1,4 @@
-"""T-MASS noise modes: R@K with per-pair noise vs noise shared across videos (issue 5, decisions 26).
+"""T-MASS noise modes: R@K with per-pair noise vs noise shared across videos (see benchmarks/RESULTS.md).
 
 `TMassModel.similarity` scores a (text, video) pair by the best of `T` samples `t + eps * r(t, v)` of the text
 mass. `noise="per_pair"` draws `eps` for every (video, trial, text) (the official distribution and random

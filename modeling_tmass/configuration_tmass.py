@@ -17,7 +17,7 @@ _NOISE_MODES = ("per_pair", "shared")
 class TMassConfig(PreTrainedConfig):
     r"""
     Configuration of a [`TMassModel`]: "Text Is MASS: Modeling as Stochastic Embedding for Text-Video Retrieval"
-    (Wang et al., CVPR 2024), as released in the official repository (see `tmass.md` of the project specs).
+    (Wang et al., CVPR 2024), as released in the official repository (see `docs/tmass_design.md`).
 
     The CLIP backbone is described by ONE nested [`~transformers.CLIPConfig`] (`clip_config`, which itself holds
     `text_config` and `vision_config`), so that `model.clip` is a plain `transformers.CLIPModel` and the official
@@ -64,6 +64,10 @@ class TMassConfig(PreTrainedConfig):
         similarity_chunk_size (`int`, *optional*):
             Default number of videos whose frame basis [`TMassModel.similarity`] holds at once. `None` picks about
             2**22 floats of frame basis per chunk. Results do not depend on it.
+        similarity_tile_workers (`int`, *optional*, defaults to 1):
+            Python threads that [`TMassModel.similarity`] spreads independent tiles over on the CPU (shared noise or
+            no trials; each worker single-threaded). 1 (the default) scores on the calling thread with its intra-op
+            threads; see `benchmarks/RESULTS.md` for when more workers help. Results do not depend on it.
     """
 
     model_type = "tmass"
@@ -81,6 +85,30 @@ class TMassConfig(PreTrainedConfig):
     logit_scale_max: float | int = math.log(100.0)
     similarity_noise: str = "per_pair"
     similarity_chunk_size: int | None = None
+    similarity_tile_workers: int = 1
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "TMassConfig":
+        """`PreTrainedConfig.from_pretrained`, refusing a folder of another model type (a CLIP or UNIFY folder would
+        otherwise give a randomly initialised T-MASS model with only a warning)."""
+        config_dict, _ = cls.get_config_dict(pretrained_model_name_or_path, **dict(kwargs))
+        cls._check_model_type(config_dict, f"the config of {pretrained_model_name_or_path!s}")
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs) -> "TMassConfig":
+        """`PreTrainedConfig.from_dict`, refusing a dict whose `model_type` is not `"tmass"`."""
+        cls._check_model_type(config_dict, "the config dict")
+        return super().from_dict(config_dict, **kwargs)
+
+    @classmethod
+    def _check_model_type(cls, config_dict: dict, where: str) -> None:
+        model_type = config_dict.get("model_type")
+        if model_type is not None and model_type != cls.model_type:
+            raise ValueError(
+                f"{where} has model_type {model_type!r}, but {cls.__name__} loads model_type {cls.model_type!r}: "
+                f"load it with the {model_type!r} classes (e.g. AutoModel), not as a {cls.model_type!r} model"
+            )
 
     @property
     def embed_dim(self) -> int:
@@ -111,6 +139,8 @@ class TMassConfig(PreTrainedConfig):
             raise ValueError(f"support_loss_weight must be >= 0, got {self.support_loss_weight}")
         if self.similarity_noise not in _NOISE_MODES:
             raise ValueError(f"similarity_noise must be one of {_NOISE_MODES}, got {self.similarity_noise!r}")
+        if self.similarity_tile_workers < 1:
+            raise ValueError(f"similarity_tile_workers must be >= 1, got {self.similarity_tile_workers}")
         if self.similarity_chunk_size is not None and self.similarity_chunk_size < 1:
             raise ValueError(f"similarity_chunk_size must be >= 1 or None, got {self.similarity_chunk_size}")
 

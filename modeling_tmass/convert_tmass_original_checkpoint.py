@@ -1,5 +1,5 @@
 # Copyright 2026 The video-text-retrieval authors. Licensed under the Apache License, Version 2.0.
-"""Convert an official T-MASS checkpoint (tmass.md §10) into a folder `AutoModel.from_pretrained` loads.
+"""Convert an official T-MASS checkpoint (docs/tmass_design.md, "Checkpoints") into a folder `AutoModel.from_pretrained` loads.
 
 Accepted inputs: the official `.pth` written by `BaseTrainer._save_checkpoint` (`{'epoch', 'state_dict',
 'optimizer'}`), a raw state dict saved with `torch.save`, or a `.safetensors` state dict, all in the official key
@@ -30,7 +30,8 @@ from .configuration_tmass import TMassConfig
 from .modeling_tmass import TMassModel
 
 # Keys of the official state dict that carry nothing: persisted `position_ids` buffers of transformers 4.30
-# (recomputed by transformers >= 4.31) and the uninitialised, never used `learnable_scalar` (§4.1, §12.11).
+# (recomputed by transformers >= 4.31) and the uninitialised, never used `learnable_scalar`
+# (docs/tmass_design.md, "Official quirks").
 DEAD_KEYS = (
     "clip.text_model.embeddings.position_ids",
     "clip.vision_model.embeddings.position_ids",
@@ -195,10 +196,14 @@ def main(argv: list[str] | None = None) -> None:
     model = convert_tmass_checkpoint(
         args.checkpoint, args.clip_config, num_pooling_heads=args.num_pooling_heads, **fields
     )
-    if not args.no_remote_code:
-        TMassConfig.register_for_auto_class()
-        TMassModel.register_for_auto_class("AutoModel")
-    model.save_pretrained(args.output_dir)
+    # Importing the package registers the classes for remote code (auto_map + copied files); opt out for this save.
+    registered = TMassConfig._auto_class, TMassModel._auto_class
+    if args.no_remote_code:
+        TMassConfig._auto_class = TMassModel._auto_class = None
+    try:
+        model.save_pretrained(args.output_dir)
+    finally:
+        TMassConfig._auto_class, TMassModel._auto_class = registered
     print(f"saved {type(model).__name__} (F={model.config.num_frames}, D={model.config.embed_dim}) to {args.output_dir}")
 
 

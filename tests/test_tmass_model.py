@@ -1,19 +1,16 @@
-"""`TMassModel` as a transformers model: shapes, save/load, Auto classes, remote code, builders, converter errors,
-the scoring options of `similarity`, determinism, gradient checkpointing and mixed precision (tiny configs)."""
+"""`TMassModel`: shapes, builders, converter errors, the scoring options of `similarity`, determinism, export,
+initialisation and mixed precision (tiny configs). The transformers conventions shared with UNIFY (save/load, Auto
+classes, remote code, dtype loading, gradient checkpointing, SDPA vs eager, meta device) are in
+`tests/test_modeling_common.py`."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
-import warnings
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoConfig, AutoModel, CLIPConfig, CLIPModel
+from transformers import AutoModel, CLIPConfig, CLIPModel
 
 from modeling_tmass import TMassConfig, TMassModel, TMassOutput
 from modeling_tmass.convert_tmass_original_checkpoint import convert_tmass_checkpoint, main as convert_main
@@ -95,7 +92,7 @@ def test_forward_shapes_and_loss_terms():
     model, inputs = tiny_model(support_loss_weight=0.5), tiny_inputs()
     noise = torch.rand(3, EMBED_DIM)
     with torch.no_grad():
-        output = model(**inputs, noise=noise)
+        output = model(**inputs, noise=noise, return_loss=True)
     assert isinstance(output, TMassOutput)
     assert output.logits_per_text.shape == output.logits_per_video.shape == (3, 3)
     assert output.text_embeds.shape == (3, EMBED_DIM)
@@ -108,10 +105,10 @@ def test_forward_shapes_and_loss_terms():
         text = model.get_text_features(inputs["input_ids"], inputs["attention_mask"]).pooler_output
         frames = model.get_video_features(inputs["pixel_values_videos"]).pooler_output
     assert torch.allclose(text, output.text_embeds, atol=1e-6) and torch.allclose(frames, output.video_embeds, atol=1e-6)
-    # return_loss=False, tuple output, hidden states.
+    # return_loss off by default (as CLIPModel), tuple output, hidden states.
     with torch.no_grad():
-        no_loss = model(**inputs, return_loss=False, noise=noise)
-        as_tuple = model(**inputs, return_dict=False, noise=noise)
+        no_loss = model(**inputs, noise=noise)
+        as_tuple = model(**inputs, return_dict=False, noise=noise, return_loss=True)
         hidden = model(**inputs, output_hidden_states=True, noise=noise)
     assert no_loss.loss is None and no_loss.logits_per_text is not None
     assert isinstance(as_tuple, tuple) and torch.equal(as_tuple[0], output.loss)
@@ -142,39 +139,14 @@ def test_forward_noise_is_injected_or_drawn_from_the_generator():
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _architecture(config_dict: dict) -> dict:
-    """A config dict without the fields `from_pretrained` fills in (`_name_or_path`, `dtype`)."""
-    return {
-        key: _architecture(value) if isinstance(value, dict) else value
-        for key, value in config_dict.items()
-        if key not in ("_name_or_path", "dtype")
-    }
-
-
-def test_save_pretrained_round_trip(tmp_path):
-    model, inputs = tiny_model(), tiny_inputs()
-    model.save_pretrained(tmp_path)
-    assert (tmp_path / "model.safetensors").is_file()
-    saved = load_file(str(tmp_path / "model.safetensors"))
-    assert any(k.startswith("frame_pooling.") for k in saved) and "radius.linear_proj.weight" in saved
-    loaded, info = TMassModel.from_pretrained(tmp_path, output_loading_info=True)
-    assert not info["missing_keys"]
-    assert not info["unexpected_keys"] and not info["mismatched_keys"]
-    assert _architecture(loaded.config.to_dict()) == _architecture(model.config.to_dict())
-    for key, tensor in model.state_dict().items():
-        assert torch.equal(loaded.state_dict()[key], tensor), key
-    noise = torch.rand(3, EMBED_DIM)
-    with torch.no_grad():
-        assert torch.equal(model(**inputs, noise=noise).logits_per_text, loaded(**inputs, noise=noise).logits_per_text)
-
-
-def test_auto_classes_load_the_folder(tmp_path):
+def test_saved_folder_keys_and_processor_registration(tmp_path):
+    """(Round trip, Auto classes and remote code: `tests/test_modeling_common.py`.)"""
     model = tiny_model()
     model.save_pretrained(tmp_path)
-    config = AutoConfig.from_pretrained(tmp_path)
-    assert isinstance(config, TMassConfig) and config.num_frames == NUM_FRAMES
+    saved = load_file(str(tmp_path / "model.safetensors"))
+    assert any(k.startswith("frame_pooling.") for k in saved) and "radius.linear_proj.weight" in saved
     loaded = AutoModel.from_pretrained(tmp_path)
-    assert type(loaded) is TMassModel
+    assert isinstance(loaded.config, TMassConfig) and loaded.config.num_frames == NUM_FRAMES
     # Importing modeling_tmass also registers the T-MASS (video) processor for this config.
     from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
     from transformers.models.auto.video_processing_auto import VIDEO_PROCESSOR_MAPPING
@@ -190,93 +162,6 @@ def test_auto_classes_load_the_folder(tmp_path):
             model.similarity(text, frames, noise="shared", generator=torch.Generator().manual_seed(0)),
             loaded.similarity(text, frames, noise="shared", generator=torch.Generator().manual_seed(0)),
         )
-
-
-def test_attn_implementation_and_dtype_options(tmp_path):
-    model, inputs = tiny_model(), tiny_inputs()
-    model.save_pretrained(tmp_path)
-    eager = TMassModel.from_pretrained(tmp_path, attn_implementation="eager")
-    assert eager.clip.text_model.config._attn_implementation == "eager"
-    assert eager.clip.vision_model.config._attn_implementation == "eager"
-    noise = torch.rand(3, EMBED_DIM)
-    with torch.no_grad():
-        difference = (eager(**inputs, noise=noise).logits_per_text - model(**inputs, noise=noise).logits_per_text).abs()
-    assert float(difference.max()) < 1e-4
-    half = TMassModel.from_pretrained(tmp_path, dtype=torch.bfloat16)
-    assert half.frame_pooling.linear_proj.weight.dtype == torch.bfloat16
-
-
-_REMOTE_SCRIPT = textwrap.dedent(
-    """
-    import importlib.abc, sys
-    BLOCKED = {"modeling_tmass", "modeling_unify", "processors", "video_text_retrieval"}
-
-    class RefuseOurPackages(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in BLOCKED:
-                raise ModuleNotFoundError(f"{name} is blocked in this process", name=name)
-            return None
-
-    sys.meta_path.insert(0, RefuseOurPackages())
-    try:
-        import modeling_tmass  # noqa: F401
-        raise SystemExit("the blocker failed: modeling_tmass was importable")
-    except ModuleNotFoundError:
-        pass
-
-    import torch
-    from safetensors.torch import load_file, save_file
-    from transformers import AutoConfig, AutoModel
-
-    folder = sys.argv[1]
-    config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
-    model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
-    assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
-    assert type(config).__name__ == "TMassConfig"
-    inputs = load_file(folder + "/test_inputs.safetensors")
-    with torch.no_grad():
-        out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                    pixel_values_videos=inputs["pixel_values_videos"], noise=inputs["noise"])
-        sims = model.similarity(out.text_embeds, out.video_embeds, noise_tensor=inputs["noise_tensor"])
-    save_file({"logits": out.logits_per_text.contiguous(), "loss": out.loss.reshape(1), "sims": sims},
-              folder + "/remote_outputs.safetensors")
-    """
-)
-
-
-def test_remote_code_loading_without_our_packages(tmp_path):
-    model, inputs = tiny_model(), tiny_inputs()
-    folder = tmp_path / "tmass-remote"
-    try:
-        TMassConfig.register_for_auto_class()
-        TMassModel.register_for_auto_class("AutoModel")
-        model.save_pretrained(folder)
-    finally:  # do not leak the registration into other tests' saves
-        TMassConfig._auto_class = None
-        TMassModel._auto_class = None
-    config = json.loads((folder / "config.json").read_text())
-    assert config["auto_map"] == {
-        "AutoConfig": "configuration_tmass.TMassConfig",
-        "AutoModel": "modeling_tmass.TMassModel",
-    }
-    assert (folder / "modeling_tmass.py").is_file() and (folder / "configuration_tmass.py").is_file()
-    noise = torch.rand(3, EMBED_DIM)
-    noise_tensor = torch.rand(3, model.config.num_trials, 3, EMBED_DIM)
-    save_file(dict(inputs, noise=noise, noise_tensor=noise_tensor), str(folder / "test_inputs.safetensors"))
-    script = tmp_path / "load_remote.py"
-    script.write_text(_REMOTE_SCRIPT)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), PYTHONPATH="")
-    result = subprocess.run(
-        [sys.executable, str(script), str(folder)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    remote = load_file(str(folder / "remote_outputs.safetensors"))
-    with torch.no_grad():
-        local = model(**inputs, noise=noise)
-        sims = model.similarity(local.text_embeds, local.video_embeds, noise_tensor=noise_tensor)
-    assert torch.equal(remote["logits"], local.logits_per_text)
-    assert torch.equal(remote["loss"][0], local.loss)
-    assert torch.equal(remote["sims"], sims)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -296,7 +181,7 @@ def test_from_clip_object_and_folder(tmp_path):
         assert torch.equal(linear.weight, torch.eye(EMBED_DIM)) and not linear.bias.any()
     assert torch.equal(model.radius.linear_proj.weight, torch.eye(EMBED_DIM, NUM_FRAMES))
     assert not model.radius.linear_proj.bias.any()
-    # At init r_d = exp(s_d) for d < F and 1 otherwise (§4.1).
+    # At init r_d = exp(s_d) for d < F and 1 otherwise (paper Sec. 3.2).
     text, frames = embeddings(2, 2)
     log_radius = model.radius(text, frames)
     cosines = torch.nn.functional.cosine_similarity(text[None, :, None], frames[:, None], dim=-1)
@@ -339,8 +224,6 @@ def test_converter_formats_and_cli(tmp_path):
             assert torch.equal(converted.state_dict()[key], tensor), (name, key)
     convert_main(["--checkpoint", str(tmp_path / "w.pth"), "--clip-config", str(tmp_path / "clip.json"),
                   "--output-dir", str(tmp_path / "out"), "--num-pooling-heads", "2", "--num-trials", "7"])
-    TMassConfig._auto_class = None
-    TMassModel._auto_class = None
     loaded = AutoModel.from_pretrained(tmp_path / "out")
     assert loaded.config.num_trials == 7 and (tmp_path / "out" / "modeling_tmass.py").is_file()
     assert torch.equal(loaded.radius.linear_proj.weight, model.radius.linear_proj.weight)
@@ -474,36 +357,14 @@ def test_paper_protocol_versus_no_trials():
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Training utilities: gradient checkpointing, autocast
+# Training utilities: autocast (gradient checkpointing: tests/test_modeling_common.py)
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-def _gradients(model, inputs, noise):
-    model.zero_grad()
-    model(**inputs, noise=noise).loss.backward()
-    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-
-
-def test_gradient_checkpointing_backward():
-    model, inputs = tiny_model(support_loss_weight=0.8).train(), tiny_inputs()
-    noise = torch.rand(3, EMBED_DIM)
-    plain = _gradients(model, inputs, noise)
-    assert model.supports_gradient_checkpointing
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    layer = model.clip.text_model.encoder.layers[0]
-    assert layer.gradient_checkpointing
-    checkpointed = _gradients(model, inputs, noise)
-    assert set(plain) == set(checkpointed)
-    for name in plain:
-        assert torch.allclose(plain[name], checkpointed[name], atol=1e-6), name
 
 
 def test_autocast_bfloat16_on_cpu():
     model, inputs = tiny_model().train(), tiny_inputs()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        output = model(**inputs, noise=torch.rand(3, EMBED_DIM))
+        output = model(**inputs, noise=torch.rand(3, EMBED_DIM), return_loss=True)
     assert torch.isfinite(output.loss)
     output.loss.backward()
     assert model.frame_pooling.linear_proj.weight.grad is not None
@@ -521,3 +382,96 @@ def test_clamp_logit_scale():
         model.clip.logit_scale.fill_(9.0)
     model.clamp_logit_scale_()
     assert float(model.clip.logit_scale.detach()) == pytest.approx(model.config.logit_scale_max)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Determinism, export, initialisation, foreign folders
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("noise", ["shared", "per_pair"])
+def test_scores_do_not_depend_on_threads_or_memory_alignment(noise):
+    model = tiny_model()
+    text, frames = embeddings(5, 4)
+    threads = torch.get_num_threads()
+
+    def run(text, frames):
+        return model.similarity(text, frames, noise=noise, generator=torch.Generator().manual_seed(3))
+
+    reference = run(text, frames)
+    # the same values 4 bytes off a 64-byte boundary (as weights memory-mapped from a safetensors file)
+    buffer = torch.empty(text.numel() + frames.numel() + 2)
+    offset_text = buffer[1 : 1 + text.numel()].view_as(text).copy_(text)
+    offset_frames = buffer[2 + text.numel() :].view_as(frames).copy_(frames)
+    assert offset_text.data_ptr() % 64 != 0
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            assert torch.equal(run(text, frames), reference), count
+            assert torch.equal(run(offset_text, offset_frames), reference), count
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.get_num_threads() == threads
+
+
+def test_tile_workers_setting_gives_the_same_scores_and_restores_threads():
+    model = tiny_model(similarity_tile_workers=2)
+    text, frames = embeddings(40, 30)
+    threads = torch.get_num_threads()
+    with torch.no_grad():
+        pooled = model.similarity(text, frames, noise="shared", chunk_size=7,
+                                  generator=torch.Generator().manual_seed(0))
+        model.config.similarity_tile_workers = 1
+        plain = model.similarity(text, frames, noise="shared", chunk_size=7, generator=torch.Generator().manual_seed(0))
+    assert torch.get_num_threads() == threads
+    assert torch.allclose(pooled, plain, atol=1e-6)
+    with pytest.raises(Exception, match="similarity_tile_workers"):
+        TMassConfig(clip_config=tiny_clip_config(), similarity_tile_workers=0)
+
+
+def test_dynamic_shape_export_without_injected_noise():
+    model, inputs = tiny_model(), tiny_inputs(batch=3)
+    batch = torch.export.Dim("batch", min=2, max=16)
+    dynamic = {name: {0: batch} for name in ("input_ids", "attention_mask", "pixel_values_videos")}
+    exported = torch.export.export(model, args=(), kwargs=inputs, dynamic_shapes=dynamic, strict=False)
+    other = tiny_inputs(batch=5, seed=1)
+    with torch.no_grad():
+        output = exported.module()(**other)
+        eager = model(**other)
+    assert output.logits_per_text.shape == (5, 5)
+    # everything before the noise is the same computation
+    assert torch.allclose(output.video_pooled, eager.video_pooled, atol=1e-5)
+    assert torch.allclose(output.log_radius, eager.log_radius, atol=1e-5)
+
+
+def test_missing_clip_weights_get_clips_initialisation(tmp_path):
+    model = tiny_model()
+    model.save_pretrained(tmp_path)
+    state = load_file(str(tmp_path / "model.safetensors"))
+    state = {k: v for k, v in state.items() if ".self_attn." not in k and "projection" not in k}
+    save_file(state, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    torch.manual_seed(0)
+    loaded, info = TMassModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert any(".self_attn.q_proj.weight" in key for key in info["missing_keys"])
+    clip = loaded.config.clip_config
+    text = clip.text_config
+    # CLIPAttention: std = embed_dim^-0.5 * (2 * layers)^-0.5 * factor; projections: width^-0.5 * factor
+    q_std = text.hidden_size**-0.5 * (2 * text.num_hidden_layers) ** -0.5 * clip.initializer_factor
+    q_weight = loaded.clip.text_model.encoder.layers[0].self_attn.q_proj.weight
+    assert abs(float(q_weight.std()) - q_std) < 0.35 * q_std and abs(q_std - 0.02) > 0.05
+    proj_std = text.hidden_size**-0.5 * clip.initializer_factor
+    assert abs(float(loaded.clip.text_projection.weight.std()) - proj_std) < 0.35 * proj_std
+    # the T-MASS modules that were saved are loaded, not re-initialised
+    assert torch.equal(loaded.frame_pooling.linear_proj.weight, model.frame_pooling.linear_proj.weight)
+
+
+def test_a_folder_of_another_model_type_is_refused(tmp_path):
+    torch.manual_seed(0)
+    CLIPModel(CLIPConfig(**tiny_clip_config())).save_pretrained(tmp_path / "clip")
+    with pytest.raises(ValueError, match=r"'clip'.*'tmass'"):
+        TMassModel.from_pretrained(tmp_path / "clip")
+    with pytest.raises(ValueError, match=r"'clip'.*'tmass'"):
+        TMassConfig.from_pretrained(tmp_path / "clip")
+    with pytest.raises(ValueError, match=r"'unify'.*'tmass'"):
+        TMassConfig.from_dict({"model_type": "unify"})
+    assert TMassConfig.from_dict(tiny_model().config.to_dict()).model_type == "tmass"

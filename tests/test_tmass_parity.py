@@ -1,11 +1,11 @@
-"""Parity of `TMassModel` with the official T-MASS code (tmass.md §11, §13; decisions 9, 14, 15).
+"""Parity of `TMassModel` with the official T-MASS code (docs/tmass_design.md, "Parity" and "Randomness").
 
 Every fixture folder from `tests/_shared.py:tmass_fixture_dirs()` (the folders under `../shared/fixtures/tmass/` plus
 those in `TMASS_FIXTURES`) holds the official code's own outputs. Sizes, frame counts, heads, priors, trials, batches
 and optimizer settings all come from the fixture's `config.json`. Weights enter through the converter.
 
 The last tests build a DIFFERENT small configuration (two heads, three frames, normal prior, ragged captions) and
-compare the vectorised `similarity` with a slow, literal per-video re-implementation of §3, §4 and §6.
+compare the vectorised `similarity` with a slow, literal per-video re-implementation of the pooling, the radius and the evaluation loop.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from modeling_tmass.convert_tmass_original_checkpoint import (
     load_official_state_dict,
     rename_official_key,
 )
-from modeling_tmass.modeling_tmass import best_of_trials, sample_text_mass
+from modeling_tmass.modeling_tmass import sample_text_mass
+from modeling_tmass.scoring_tmass import best_of_per_pair_trials
 from tests._shared import tmass_fixture_dirs
 from video_text_retrieval.metrics import (
     dual_softmax,
@@ -39,8 +40,8 @@ from video_text_retrieval.metrics import (
 )
 from video_text_retrieval.optim import LegacyAdamW, get_warmup_cosine_schedule
 
-FEATURE_ATOL = 1e-5  # CLIP features, pooled vectors (tmass.md §13: the re-derivation reached 1.1e-6)
-TENSOR_ATOL = 1e-5  # radius, samples, selected texts, sims (§11)
+FEATURE_ATOL = 1e-5  # CLIP features, pooled vectors (an independent re-derivation reached 1.1e-6)
+TENSOR_ATOL = 1e-5  # radius, samples, selected texts, sims (docs/tmass_design.md, "Randomness")
 METRIC_ATOL = 1e-9
 WEIGHT_ATOL = 1e-6  # post-step weights
 EXPECTED_KS = (1, 5, 10, 50, 100)
@@ -129,14 +130,18 @@ def fx(request) -> TMassFixture:
 
 
 def _max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
-    both_nan = torch.isnan(a) & torch.isnan(b)
-    diff = (a.double() - b.double()).abs().masked_fill(both_nan, 0.0)
+    """Largest |a - b| where both are finite; matching NaNs and equal infinities (`-inf - -inf` is NaN) count as 0,
+    any other non-finite mismatch as inf."""
+    a, b = a.double(), b.double()
+    same = (torch.isnan(a) & torch.isnan(b)) | (torch.isinf(a) & (a == b))
+    diff = (a - b).abs().masked_fill(same, 0.0).nan_to_num(nan=float("inf"))
     return float(diff.max()) if diff.numel() else 0.0
 
 
 def _assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float, what: str) -> None:
     assert tuple(actual.shape) == tuple(expected.shape), f"{what}: shape {tuple(actual.shape)} vs {tuple(expected.shape)}"
     assert torch.equal(torch.isnan(actual), torch.isnan(expected)), f"{what}: NaN pattern differs"
+    assert torch.equal(torch.isinf(actual), torch.isinf(expected)), f"{what}: infinity pattern differs"
     diff = _max_abs(actual, expected)
     assert diff <= atol, f"{what}: max abs diff {diff:.3g} > {atol}"
 
@@ -189,7 +194,15 @@ def test_samples_best_trial_and_selected_text(fx):
         pooled = fx.model.frame_pooling(text, frames)
         log_radius = fx.model.radius(text, frames)
         samples = sample_text_mass(text[None, None], log_radius[:, None], noise)
-        best_cosine, best_trial, selected = best_of_trials(samples, pooled)
+        radius = log_radius.exp()
+        per_video = [  # the scoring's per-pair kernel, one video at a time as the official trial loop
+            best_of_per_pair_trials(text, radius[v], pooled[v], pooled[v].norm(dim=-1), [noise[v].clone()],
+                                    want_selected=True, return_trial=True)
+            for v in range(frames.shape[0])
+        ]
+        best_cosine = torch.stack([cosine for cosine, _, _ in per_video])
+        selected = torch.stack([winner for _, winner, _ in per_video])
+        best_trial = torch.stack([trial for _, _, trial in per_video])
     _assert_close(samples, fx.outputs["stochastic_samples"], TENSOR_ATOL, "stochastic_samples")
     assert torch.equal(best_trial, fx.outputs["best_trial"]), "best trial differs from the reference"
     _assert_close(selected, fx.outputs["selected_text"], TENSOR_ATOL, "selected_text")
@@ -340,6 +353,7 @@ def _train(fx) -> TrainingRun:
             attention_mask=fx.inputs["attention_mask"][texts],
             pixel_values_videos=fx.inputs["pixel_values"][videos],
             noise=fx.noise[f"train.step{step}"],
+            return_loss=True,
         )
         lrs = [group["lr"] for group in optimizer.param_groups]
         logit_scale = model.clip.logit_scale.detach().clone()
@@ -436,7 +450,7 @@ def test_official_checkpoint_equals_trained_weights(fixture_dir):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Other sizes: vectorised similarity vs a literal per-video loop of §3, §4 and §6 (not tuned to any fixture)
+# Other sizes: vectorised similarity vs a literal per-video loop of the pooling, radius and evaluation (not tuned to any fixture)
 # ---------------------------------------------------------------------------------------------------------------------
 
 
@@ -463,7 +477,7 @@ def _random_tmass(seed: int, *, embed_dim: int, num_frames: int, heads: int, pri
 
 
 def _literal_pool(model: TMassModel, text: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
-    """§3 written out for ONE text and ONE video, head by head."""
+    """The X-Pool pooling written out for ONE text and ONE video, head by head."""
     pooling = model.frame_pooling
     attention = pooling.cross_attn
     eps = model.config.pooling_layer_norm_eps
@@ -493,7 +507,7 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _literal_official_evaluation(model, text, frames, text_to_video, trials, prior, std, generator):
-    """§6 as the official code runs it: per video, radius per text, trial by trial with one [N_t, D] draw each,
+    """The evaluation as the official code runs it: per video, radius per text, trial by trial with one [N_t, D] draw each,
     best trial per text, then the official regrouping and (leaking) similarity, and the paper scores."""
     num_texts, num_videos = text.shape[0], frames.shape[0]
     selected = torch.empty(num_videos, num_texts, text.shape[1])

@@ -1,4 +1,4 @@
-"""Exact, memory-bounded T-MASS scoring (issue 5): the factorised pooling and the chunked/tiled `similarity`
+"""Exact, memory-bounded T-MASS scoring: the factorised pooling and the chunked/tiled `similarity`
 against the straightforward computation (the pooling module's own `forward`, the radius, every trial formed and
 scored), on random non-identity weights, several heads and frame counts, both priors, both noise modes, both
 protocols, and chunk/tile sizes that split videos, texts and trials."""
@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-import modeling_tmass.modeling_tmass as tmass_module
+import modeling_tmass.scoring_tmass as scoring_module
 from modeling_tmass import TMassConfig, TMassModel
-from modeling_tmass.modeling_tmass import _SimilarityScorer
+from modeling_tmass.scoring_tmass import SimilarityScorer, TMassNoiseStream
 
 
 def random_tmass(seed: int = 0, *, dim: int = 16, frames: int = 3, heads: int = 2, prior: str = "uniform01",
@@ -68,8 +68,8 @@ def straightforward_scores(model, text, frames, noise, protocol="paper", text_to
 @pytest.fixture
 def small_tiles(monkeypatch):
     """Tiles of a few pairs and a tiny budget, so that videos, texts and trials are all split."""
-    monkeypatch.setattr(tmass_module, "_TILE_PAIRS", 6)
-    monkeypatch.setattr(tmass_module, "_BASIS_CHUNK_ELEMENTS", 1)
+    monkeypatch.setattr(scoring_module, "TILE_PAIRS", 6)
+    monkeypatch.setattr(scoring_module, "BASIS_CHUNK_ELEMENTS", 1)
     return monkeypatch
 
 
@@ -121,9 +121,9 @@ def test_factorisation_needs_dropout_off():
 @pytest.mark.parametrize("tiny", [False, True], ids=["default-tiles", "tiny-tiles"])
 def test_similarity_equals_straightforward(heads, frames, dim, prior, tiny, monkeypatch):
     if tiny:
-        monkeypatch.setattr(tmass_module, "_TILE_PAIRS", 6)
-        monkeypatch.setattr(tmass_module, "_BASIS_CHUNK_ELEMENTS", 1)
-        monkeypatch.setattr(tmass_module, "_DEFAULT_CHUNK_ELEMENTS", 3 * 2 * 9 * dim)  # trial blocks of 3
+        monkeypatch.setattr(scoring_module, "TILE_PAIRS", 6)
+        monkeypatch.setattr(scoring_module, "BASIS_CHUNK_ELEMENTS", 1)
+        monkeypatch.setattr(scoring_module, "NOISE_BLOCK_ELEMENTS", 3 * 2 * 9 * dim)  # trial blocks of 3
     model = random_tmass(dim + frames, dim=dim, frames=frames, heads=heads, prior=prior, trials=7)
     num = 9
     text, video = features(num, num, frames, dim, seed=frames)
@@ -161,7 +161,7 @@ def test_msrvtt_sized_vectors_match(small_tiles):
 def test_per_pair_stream_replay_and_generator_state(prior, dim, monkeypatch):
     """Generated per-pair noise is the official stream (video-major, one [N_t, D] block per video and trial), drawn
     ahead in a background thread, in trial blocks, and never past the last block."""
-    monkeypatch.setattr(tmass_module, "_DEFAULT_CHUNK_ELEMENTS", 2 * 2 * 3 * dim)  # trial blocks of 2 (of 5)
+    monkeypatch.setattr(scoring_module, "NOISE_BLOCK_ELEMENTS", 2 * 2 * 3 * dim)  # trial blocks of 2 (of 5)
     model = random_tmass(3, dim=dim, frames=3, heads=1, prior=prior, std=0.4, trials=5)
     text, video = features(3, 4, 3, dim)
     generator = torch.Generator().manual_seed(11)
@@ -210,8 +210,9 @@ def test_workspaces_do_not_grow_with_the_gallery():
     for num_videos in (1_000, 100_000):
         for mode in ("shared", "per_pair", "none"):
             noise = torch.rand(3, 50, 32) if mode == "shared" else None
-            scorer = _SimilarityScorer(model, text, num_videos, 3 if mode != "none" else 0, mode, "paper", 64,
-                                       noise, torch.Generator())
+            stream = TMassNoiseStream(mode, 3 if mode != "none" else 0, 50, 32, generator=torch.Generator(),
+                                      noise_tensor=noise)
+            scorer = SimilarityScorer(model, text, num_videos, "paper", 64, stream)
             workspace = scorer.workspaces.get()
             sizes.append((mode, scorer.video_chunk, scorer.video_tile, scorer.text_tile, scorer.workers,
                           workspace.pooled.numel(), 0 if workspace.radius is None else workspace.radius.numel()))

@@ -1,4 +1,5 @@
-"""Streaming top-k and two-stage retrieval over exact T-MASS scores (`video_text_retrieval.tmass_search`, issue 5)."""
+"""Streaming top-k and two-stage retrieval over exact T-MASS scores (`video_text_retrieval.tmass_search`), and
+`TMassModel.similarity_candidates` on the candidates' own frames."""
 
 from __future__ import annotations
 
@@ -142,3 +143,49 @@ def test_first_stage_recall_matches_brute_force():
                               generator=torch.Generator().manual_seed(0))
     found = (result.candidates == text_to_video[:, None]).any(1).float().mean()
     assert recall["R@5"] == pytest.approx(100.0 * float(found))
+
+
+@pytest.mark.parametrize("noise", ["shared", "per_pair"])
+def test_similarity_candidates_on_the_candidates_own_frames(noise):
+    """`frame_embeds [U, F, D]` holds only the candidate videos and `candidates [N_t, K]` index those U rows: the
+    scores equal the full `similarity` entries (injected noise, both modes)."""
+    model = random_tmass(7, dim=16, frames=3, heads=2, trials=5)
+    text, video = features(9, 30, 3, 16, seed=5)
+    generator = torch.Generator().manual_seed(3)
+    gallery_ids = torch.stack([torch.randperm(30, generator=generator)[:4] for _ in range(9)])  # [N_t, K]
+    rows, local = torch.unique(gallery_ids, return_inverse=True)  # U distinct videos, candidates as row indices
+    assert rows.numel() < 30
+    own_frames = video[rows].clone()  # [U, F, D]: the gallery is not passed
+    if noise == "shared":
+        noise_tensor = torch.rand(5, 9, 16, generator=generator)
+        candidate_noise = noise_tensor
+    else:
+        noise_tensor = torch.rand(30, 5, 9, 16, generator=generator)  # [N_v, T, N_t, D]
+        candidate_noise = noise_tensor.permute(2, 0, 1, 3)[torch.arange(9)[:, None], gallery_ids]  # [N_t, K, T, D]
+    with torch.no_grad():
+        full = model.similarity(text, video, noise=noise, noise_tensor=noise_tensor)
+        got = model.similarity_candidates(text, own_frames, local, noise=noise, noise_tensor=candidate_noise,
+                                          chunk_size=2)
+    assert got.shape == (9, 4)
+    assert torch.allclose(got, full.gather(1, gallery_ids), atol=1e-6)
+    # generated shared noise: the same stream as similarity's
+    with torch.no_grad():
+        drawn = model.similarity_candidates(text, own_frames, local, noise="shared",
+                                            generator=torch.Generator().manual_seed(1))
+        full = model.similarity(text, video, noise="shared", generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(drawn, full.gather(1, gallery_ids), atol=1e-6)
+    with pytest.raises(ValueError, match=r"row indices of frame_embeds"):
+        model.similarity_candidates(text, own_frames, gallery_ids.clamp(min=rows.numel()), noise=noise)
+
+
+def test_tmass_topk_with_one_noise_stream_equals_one_call():
+    model = random_tmass(3, dim=16, frames=3, heads=1, trials=4)
+    text, video = features(6, 11, 3, 16, seed=2)
+    with torch.no_grad():
+        full = model.similarity(text, video, noise="per_pair", generator=torch.Generator().manual_seed(5))
+        stream = model.noise_stream(6, noise="per_pair", generator=torch.Generator().manual_seed(5))
+        result = tmass_topk(model, text, video, 3, chunk_size=4, noise_stream=stream)
+    assert stream.position == 11
+    assert torch.equal(result.indices, full_topk(full, 3)[1])
+    with pytest.raises(ValueError, match="either noise_stream"):
+        model.similarity(text, video, noise_stream=stream, generator=torch.Generator())

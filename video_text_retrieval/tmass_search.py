@@ -1,23 +1,26 @@
-"""T-MASS retrieval at scale: streaming top-k over exact scores, and two-stage search (issue 5).
+"""T-MASS retrieval at scale: streaming top-k over exact scores, and two-stage search.
 
-T-MASS scores a (text, video) pair by pooling the video's frames with the text as the query and keeping the
-best of `T` stochastic text samples (tmass.md §3-§6); there is no per-video embedding to index, so every pair
-is scored. `TMassModel.similarity` computes those scores exactly in memory-bounded chunks; this module adds:
+T-MASS (Wang et al., CVPR 2024) scores a (text, video) pair by pooling the video's frames with the text as the query
+(paper Sec. 3.1) and keeping the best of `T` stochastic text samples (Sec. 3.2); there is no per-video embedding to
+index, so every pair is scored. `TMassModel.similarity` computes those scores exactly in memory-bounded chunks; this
+module adds:
 
 * :func:`tmass_topk`: the top-`k` videos of every text (and optionally the top texts of every video) from the
   exact scores, streamed over chunks of videos, so that the `[N_t, N_v]` matrix is never held. It equals the
   top-`k` of the full matrix (ties: the lower video index first).
-* Two-stage search (landscape.md §5.4 item 3): a text-agnostic first stage proposes `candidate_depth` videos per
+* Two-stage search: a text-agnostic first stage proposes `candidate_depth` videos per
   text from mean-pooled frame embeddings by dense top-k (:func:`mean_pooled_video_embeddings`,
   :func:`dense_topk`), then :func:`two_stage_search` scores only those pairs exactly
   (`TMassModel.similarity_candidates`). The first stage bounds what the second can find: report its recall with
   :func:`first_stage_recall` to choose the depth (the recall at depth `k` is the share of texts whose video
   survives the first stage). With `candidate_depth = N_v` the result is the full exact ranking.
 
-Noise: the scores are stochastic (best of `T` samples). With `noise="shared"` (one `[T, N_t, D]` draw reused for
-every video) the same generator state gives the same scores in every function here and in `similarity`. With
-`noise="per_pair"`, :func:`tmass_topk` replays `similarity`'s stream (video-major), while the second stage of a
-two-stage search draws fresh per-pair noise for its candidate pairs (same distribution, another stream).
+Noise: the scores are stochastic (best of `T` samples). Every function here asks one
+`TMassNoiseStream` (`model.noise_stream(...)`) for its noise: with `noise="shared"` (one `[T, N_t, D]` draw reused
+for every video) the same generator state gives the same scores in every function here and in `similarity`; with
+`noise="per_pair"`, :func:`tmass_topk`'s chunks consume the stream video after video, which is `similarity`'s
+stream, while the second stage of a two-stage search draws fresh per-pair noise for its candidate pairs (same
+distribution, another stream).
 """
 
 from __future__ import annotations
@@ -25,8 +28,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-
-from modeling_tmass.modeling_tmass import draw_prior_noise
 
 __all__ = [
     "StreamingTopK",
@@ -105,20 +106,6 @@ class TMassTopK:
     video_indices: torch.Tensor | None = None
 
 
-def _shared_noise(model, num_texts, num_trials, noise, generator, noise_tensor):
-    """The `[T, N_t, D]` shared draw made once, as `similarity` would make it, or `noise_tensor` as given."""
-    if noise != "shared" or noise_tensor is not None:
-        return noise_tensor
-    trials = model.config.num_trials if num_trials is None else int(num_trials)
-    if trials == 0:
-        return None
-    config = model.config
-    return draw_prior_noise(
-        (trials, num_texts, config.embed_dim), config.stochastic_prior, float(config.stochastic_prior_std),
-        generator=generator,
-    )
-
-
 @torch.no_grad()
 def tmass_topk(
     model,
@@ -132,6 +119,7 @@ def tmass_topk(
     generator: torch.Generator | None = None,
     noise_tensor: torch.Tensor | None = None,
     chunk_size: int | None = None,
+    noise_stream=None,
 ) -> TMassTopK:
     """Top-`k` videos of every text by exact T-MASS scores (paper protocol), streamed over chunks of videos.
 
@@ -145,27 +133,24 @@ def tmass_topk(
         video_k: when given, also the top-`video_k` texts of every video (video-to-text; each block of videos
             holds every text, so these are exact per block).
         num_trials, noise, generator, noise_tensor: as in `TMassModel.similarity` (`noise_tensor` for
-            `"per_pair"` is `[N_v, T, N_t, D]`, sliced per chunk; per-pair draws continue `generator`'s stream
-            chunk after chunk, which is the stream of one `similarity` call).
+            `"per_pair"` is `[N_v, T, N_t, D]`); they make one noise stream that every chunk asks for its noise
+            (per-pair: chunk after chunk, the stream of one `similarity` call; shared: one draw).
         chunk_size: videos per `similarity` call (default `DEFAULT_STREAM_CHUNK`).
+        noise_stream: a `TMassNoiseStream` (`model.noise_stream(...)`) instead of the four arguments above.
     """
-    noise = noise if noise is not None else model.config.similarity_noise
     num_texts, num_videos = text_embeds.shape[0], frame_embeds.shape[0]
     chunk = chunk_size or DEFAULT_STREAM_CHUNK
     if chunk < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk}")
-    noise_tensor = _shared_noise(model, num_texts, num_trials, noise, generator, noise_tensor)
+    if noise_stream is None:
+        noise_stream = model.noise_stream(num_texts, num_trials=num_trials, noise=noise, generator=generator,
+                                          noise_tensor=noise_tensor)
     texts = StreamingTopK(k)
     video_scores, video_indices = [], []
     for start in range(0, num_videos, chunk):
         stop = min(start + chunk, num_videos)
-        chunk_noise = noise_tensor
-        if noise == "per_pair" and noise_tensor is not None:
-            chunk_noise = noise_tensor[start:stop]
-        block = model.similarity(
-            text_embeds, frame_embeds[start:stop], num_trials=num_trials, protocol="paper", noise=noise,
-            generator=generator, noise_tensor=chunk_noise,
-        )  # [N_t, c]
+        block = model.similarity(text_embeds, frame_embeds[start:stop], protocol="paper",
+                                 noise_stream=noise_stream)  # [N_t, c]
         texts.update(block, start)
         if video_k is not None:
             order = torch.arange(num_texts, device=block.device).expand(block.shape[1], -1)
@@ -313,9 +298,11 @@ def two_stage_search(
         gallery = mean_pooled_video_embeddings(frame_embeds).to(text_embeds.device)
         _, candidates = dense_topk(_unit_queries(text_embeds), gallery, depth)
     candidates = torch.as_tensor(candidates, device=text_embeds.device).long()
+    # The second stage holds only the candidates' own frames [U, F, D] (U <= N_t * depth distinct videos).
+    rows, local = torch.unique(candidates, return_inverse=True)
     exact = model.similarity_candidates(
-        text_embeds, frame_embeds, candidates, num_trials=num_trials, noise=noise, generator=generator,
-        noise_tensor=noise_tensor, chunk_size=chunk_size,
+        text_embeds, frame_embeds[rows.to(frame_embeds.device)], local, num_trials=num_trials, noise=noise,
+        generator=generator, noise_tensor=noise_tensor, chunk_size=chunk_size,
     )
     # Re-rank by exact score; ties by the lower video index (sort the candidates by index first, stably).
     by_index = torch.sort(candidates, dim=1, stable=True).indices
