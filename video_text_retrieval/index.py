@@ -57,6 +57,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -282,6 +283,15 @@ def _check_dim(dim: int | None, got: int, name: str) -> int:
 def _row_of_each_entry(indptr: np.ndarray) -> np.ndarray:
     """For a CSR `indptr`, the row index of every stored entry (`[nnz]`)."""
     return np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+
+
+def _readonly_tensor(array: np.ndarray) -> torch.Tensor:
+    """A tensor view of a possibly read-only array (a memory-mapped index); the indexes only read it."""
+    if not array.flags.writeable:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.from_numpy(array)
+    return torch.from_numpy(array)
 
 
 def _topk_positions(scores: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -809,7 +819,7 @@ class DenseIndex:
 
     def score_all(self, queries: np.ndarray) -> np.ndarray:
         """`[Q, num_positions]` float32 scores of prepared queries against every stored vector (deleted: -inf)."""
-        gallery = torch.from_numpy(self.vectors)
+        gallery = _readonly_tensor(self.vectors)
         scores = torch.cat(
             [torch.from_numpy(queries) @ gallery[start : start + self.chunk_size].T
              for start in range(0, gallery.shape[0], self.chunk_size)],
@@ -821,7 +831,7 @@ class DenseIndex:
 
     def _search_torch(self, queries: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Running top-k over gallery chunks: memory `Q x (chunk_size + k)`, never `Q x N`."""
-        gallery = torch.from_numpy(self.vectors)
+        gallery = _readonly_tensor(self.vectors)
         dead = None if not self._ids.has_deleted else torch.from_numpy(~self._ids.alive_mask)
         best_scores = torch.full((queries.shape[0], 0), float("-inf"))
         best_positions = torch.zeros((queries.shape[0], 0), dtype=torch.long)
