@@ -317,12 +317,14 @@ def encode_demo(demo_dir: Path, data_file: Path, batch_size: int = 8):
     with torch.no_grad():
         for start in range(0, len(video_paths), batch_size):
             pixels = processor(videos=video_paths[start : start + batch_size], return_tensors="pt")
-            latent, lexicon = model.get_video_features(pixels["pixel_values_videos"])
+            output = model.get_video_features(pixels["pixel_values_videos"])
+            latent, lexicon = output.pooler_output, output.lexicon_embeds
             video_latent.append(latent)
             video_lexicon.append(lexicon)
         for start in range(0, len(captions), 64):
             tokens = processor(text=captions[start : start + 64], padding=True, return_tensors="pt")
-            latent, lexicon = model.get_text_features(tokens["input_ids"], tokens["attention_mask"])
+            output = model.get_text_features(tokens["input_ids"], tokens["attention_mask"])
+            latent, lexicon = output.pooler_output, output.lexicon_embeds
             text_latent.append(latent)
             text_lexicon.append(lexicon)
     features = [torch.cat(parts) for parts in (video_latent, video_lexicon, text_latent, text_lexicon)]

@@ -153,9 +153,9 @@ def encode_demo(model_dir: Path, data_dir: Path, split: str):
         for start in range(0, len(dataset), 16):
             batch = range(start, min(start + 16, len(dataset)))
             pixels = torch.stack([dataset[i]["pixel_values_videos"] for i in batch])
-            frames.append(model.get_video_features(pixels))
+            frames.append(model.get_video_features(pixels).pooler_output)
         tokens = processor.tokenizer(captions, padding=True, truncation=True, return_tensors="pt")
-        text = model.get_text_features(tokens["input_ids"], tokens["attention_mask"])
+        text = model.get_text_features(tokens["input_ids"], tokens["attention_mask"]).pooler_output
     return model, text, torch.cat(frames), torch.tensor(text_to_video_index(records))
 
 

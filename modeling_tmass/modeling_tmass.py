@@ -20,6 +20,7 @@ from torch.nn import functional as F
 from transformers import CLIPModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .configuration_tmass import TMassConfig
 
@@ -576,25 +577,39 @@ class TMassModel(TMassPreTrainedModel):
 
     def get_text_features(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
-    ) -> torch.Tensor:
-        """CLIP projected text embeddings `t` (§2), not normalised.
+    ) -> BaseModelOutputWithPooling:
+        """CLIP text tower, as `CLIPModel.get_text_features` (paper §3.1: the text embedding `t`).
 
         Args:
-            input_ids: `[B, L]`; attention_mask: `[B, L]`.
+            input_ids: `[B, L]`; attention_mask: `[B, L]`. Further keyword arguments (`output_hidden_states`,
+                `output_attentions`) go to the CLIP text tower.
         Returns:
-            `[B, D]`.
+            A `BaseModelOutputWithPooling` whose `pooler_output` is the projected text embedding `[B, D]` (not
+            normalised); `last_hidden_state` `[B, L, H]`, `hidden_states` and `attentions` are the tower's.
         """
-        return self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask, **kwargs).pooler_output
+        return self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
-    def get_video_features(self, pixel_values_videos: torch.Tensor, **kwargs) -> torch.Tensor:
-        """CLIP projected per-frame embeddings `f` (§2), not normalised.
+    def get_video_features(self, pixel_values_videos: torch.Tensor, **kwargs) -> BaseModelOutputWithPooling:
+        """CLIP image tower on every frame (paper §3.1: the frame embeddings `f`).
 
         Args:
-            pixel_values_videos: `[B, F, 3, H, W]`.
+            pixel_values_videos: `[B, F, 3, H, W]`. Further keyword arguments (`output_hidden_states`,
+                `output_attentions`) go to the CLIP vision tower.
         Returns:
-            `[B, F, D]` (frame-major within each video).
+            A `BaseModelOutputWithPooling` whose `pooler_output` is the projected frame embeddings `[B, F, D]`
+            (frame-major within each video, not normalised); `last_hidden_state` is `[B, F, S, H]`;
+            `hidden_states` and `attentions` are the vision tower's, over the `B * F` frames.
         """
-        return self._encode_frames(pixel_values_videos, **kwargs)[0]
+        frame_embeds, vision_outputs = self._encode_frames(pixel_values_videos, **kwargs)
+        last_hidden_state = vision_outputs.last_hidden_state
+        if last_hidden_state is not None:
+            last_hidden_state = last_hidden_state.view(*frame_embeds.shape[:2], *last_hidden_state.shape[1:])
+        return BaseModelOutputWithPooling(
+            last_hidden_state=last_hidden_state,
+            pooler_output=frame_embeds,
+            hidden_states=vision_outputs.hidden_states,
+            attentions=vision_outputs.attentions,
+        )
 
     def _encode_frames(self, pixel_values_videos: torch.Tensor, **kwargs):
         if pixel_values_videos.dim() != 5:

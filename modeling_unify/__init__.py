@@ -15,6 +15,7 @@ from processors.video_processing_unify import UnifyVideoProcessor
 from .configuration_unify import UnifyConfig, UnifyVisionConfig
 from .modeling_unify import (
     UnifyEncoderOutput,
+    UnifyFeaturesOutput,
     UnifyModel,
     UnifyOutput,
     UnifyPreTrainedModel,
@@ -41,6 +42,7 @@ UnifyModel.register_for_auto_class("AutoModel")
 __all__ = [
     "UnifyConfig",
     "UnifyEncoderOutput",
+    "UnifyFeaturesOutput",
     "UnifyModel",
     "UnifyOutput",
     "UnifyPreTrainedModel",

@@ -350,6 +350,42 @@ class UnifyEncoderOutput(ModelOutput):
 
 
 @dataclass
+class UnifyFeaturesOutput(ModelOutput):
+    """Output of [`UnifyModel.get_video_features`] and [`UnifyModel.get_text_features`].
+
+    Args:
+        pooler_output: `[B, projection_dim]` latent embedding (projected [CLS] of the latent branch), float32,
+            not normalised; the same role as `CLIPModel.get_text_features(...).pooler_output`.
+        lexicon_embeds: `[B, vocab_size]` non-negative lexicon vector (max-pooled MLM-head activations of the
+            lexicon branch), float32, not normalised.
+        last_hidden_state: `[B, S, D]` output of the latent branch.
+        hidden_states: with `output_hidden_states`, the stem's then the latent branch's layer outputs.
+        lexicon_last_hidden_state: `[B, S, D]` output of the lexicon branch.
+    """
+
+    pooler_output: torch.FloatTensor | None = None
+    lexicon_embeds: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    lexicon_last_hidden_state: torch.FloatTensor | None = None
+
+
+def _features_output(
+    latent: torch.Tensor, lexicon: torch.Tensor, tower: "UnifyEncoderOutput", output_hidden_states: bool
+) -> UnifyFeaturesOutput:
+    hidden_states = None
+    if output_hidden_states:
+        hidden_states = tuple(tower.stem_hidden_states or ()) + tuple(tower.latent_hidden_states or ())
+    return UnifyFeaturesOutput(
+        pooler_output=latent,
+        lexicon_embeds=lexicon,
+        last_hidden_state=tower.latent_last_hidden_state,
+        hidden_states=hidden_states,
+        lexicon_last_hidden_state=tower.lexicon_last_hidden_state,
+    )
+
+
+@dataclass
 class UnifyOutput(ModelOutput):
     """Output of [`UnifyModel.forward`].
 
@@ -964,36 +1000,46 @@ class UnifyModel(UnifyPreTrainedModel):
             )
         return attention_mask
 
-    def get_video_features(self, pixel_values_videos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Video embeddings.
+    def get_video_features(
+        self, pixel_values_videos: torch.Tensor, output_hidden_states: bool = False, **kwargs: Any
+    ) -> UnifyFeaturesOutput:
+        """Video embeddings (paper Eqs. 1-5).
 
         Args:
             pixel_values_videos: `[B, T, 3, H, W]` with 1 <= T <= `vision_config.num_frames` (images: T = 1).
+            output_hidden_states: also return every layer's hidden states.
 
         Returns:
-            `(latent [B, projection_dim], lexicon [B, vocab_size])`, float32, not normalised; the lexicon
-            is non-negative.
+            [`UnifyFeaturesOutput`]: `pooler_output` the latent embedding `[B, projection_dim]`, `lexicon_embeds`
+            the non-negative lexicon vector `[B, vocab_size]` (both float32, not normalised), `last_hidden_state`
+            the latent branch's output `[B, S, D]`.
         """
-        latent, lexicon, _ = self._encode_video(pixel_values_videos)
-        return latent, lexicon
+        latent, lexicon, tower = self._encode_video(pixel_values_videos, output_hidden_states=output_hidden_states)
+        return _features_output(latent, lexicon, tower, output_hidden_states)
 
     def get_text_features(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Text embeddings.
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        **kwargs: Any,
+    ) -> UnifyFeaturesOutput:
+        """Text embeddings (paper Eqs. 6-8).
 
         Args:
             input_ids: `[B, L]` token ids.
             attention_mask: `[B, L]`, 0 on padding (default: no padding). Other tokenizer outputs
                 (`token_type_ids`) are accepted and ignored.
+            output_hidden_states: also return every layer's hidden states.
 
         Returns:
-            `(latent [B, projection_dim], lexicon [B, vocab_size])`, float32, not normalised; the lexicon
-            is non-negative.
+            [`UnifyFeaturesOutput`]: `pooler_output` the latent embedding `[B, projection_dim]`, `lexicon_embeds`
+            the non-negative lexicon vector `[B, vocab_size]` (both float32, not normalised), `last_hidden_state`
+            the latent branch's output `[B, L, D]`.
         """
         attention_mask = self._check_text_inputs(input_ids, attention_mask)
-        latent, lexicon, _ = self._encode_text(input_ids, attention_mask)
-        return latent, lexicon
+        latent, lexicon, tower = self._encode_text(input_ids, attention_mask, output_hidden_states=output_hidden_states)
+        return _features_output(latent, lexicon, tower, output_hidden_states)
 
     def get_text_mlm_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """`[B, L, vocab_size]` logits of the lexicon text path (stem -> lexicon branch -> shared MLM head),

@@ -67,8 +67,8 @@ def test_tmass_trains_evaluates_and_saves_a_loadable_folder(data_dir, tmp_path):
     assert batch["pixel_values_videos"].shape == (1, 4, 3, 64, 64)
     with torch.no_grad():
         scores = model.similarity(
-            model.get_text_features(batch["input_ids"], batch["attention_mask"]),
-            model.get_video_features(batch["pixel_values_videos"]),
+            model.get_text_features(batch["input_ids"], batch["attention_mask"]).pooler_output,
+            model.get_video_features(batch["pixel_values_videos"]).pooler_output,
             generator=torch.Generator().manual_seed(0),
         )
     assert scores.shape == (2, 1) and torch.isfinite(scores).all()

@@ -105,8 +105,8 @@ def test_forward_shapes_and_loss_terms():
     assert torch.equal(output.logits_per_video, output.logits_per_text.t())
     # Features from the getters are the ones the forward used.
     with torch.no_grad():
-        text = model.get_text_features(inputs["input_ids"], inputs["attention_mask"])
-        frames = model.get_video_features(inputs["pixel_values_videos"])
+        text = model.get_text_features(inputs["input_ids"], inputs["attention_mask"]).pooler_output
+        frames = model.get_video_features(inputs["pixel_values_videos"]).pooler_output
     assert torch.allclose(text, output.text_embeds, atol=1e-6) and torch.allclose(frames, output.video_embeds, atol=1e-6)
     # return_loss=False, tuple output, hidden states.
     with torch.no_grad():

@@ -161,8 +161,8 @@ def test_converter_loads_fixture_weights(fx):
 def test_text_and_frame_features(fx):
     model = fx.model
     with torch.no_grad():
-        text = model.get_text_features(fx.inputs["input_ids"], fx.inputs["attention_mask"])
-        frames = model.get_video_features(fx.inputs["pixel_values"])
+        text = model.get_text_features(fx.inputs["input_ids"], fx.inputs["attention_mask"]).pooler_output
+        frames = model.get_video_features(fx.inputs["pixel_values"]).pooler_output
     _assert_close(text, fx.outputs["text_embeds"], FEATURE_ATOL, "text_embeds")
     _assert_close(frames, fx.outputs["video_frame_embeds"], FEATURE_ATOL, "video_frame_embeds")
     per_pair = frames[fx.text_to_video]
@@ -241,8 +241,8 @@ def test_sims_official_dsl(fx):
 def test_similarity_from_encoded_inputs_end_to_end(fx):
     """Features -> similarity in one go reproduces the reference sims (features to 1e-6 keep them within 1e-5)."""
     with torch.no_grad():
-        text = fx.model.get_text_features(fx.inputs["input_ids"], fx.inputs["attention_mask"])
-        frames = fx.model.get_video_features(fx.inputs["pixel_values"])
+        text = fx.model.get_text_features(fx.inputs["input_ids"], fx.inputs["attention_mask"]).pooler_output
+        frames = fx.model.get_video_features(fx.inputs["pixel_values"]).pooler_output
     sims = fx.model.similarity(text, frames, noise_tensor=fx.noise["inference"], text_to_video=fx.text_to_video)
     _assert_close(sims, fx.outputs["sims_paper"], 1e-4, "end-to-end sims_paper")
 

@@ -76,6 +76,11 @@ def caption_batch(batch: int = 4, length: int = 8, seed: int = 0) -> tuple[torch
     return input_ids, attention_mask
 
 
+def _pair(features) -> tuple[torch.Tensor, torch.Tensor]:
+    """(latent, lexicon) of a `UnifyFeaturesOutput`."""
+    return features.pooler_output, features.lexicon_embeds
+
+
 def video_batch(batch: int = 4, frames: int = 4, seed: int = 0, size: int = 32) -> torch.Tensor:
     return torch.randn(batch, frames, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
@@ -308,14 +313,14 @@ def test_lexicons_pool_patches_without_cls_and_tokens_without_padding():
     input_ids, attention_mask = caption_batch(batch=3, seed=2)
     videos = video_batch(batch=2, frames=3)
     with torch.no_grad():
-        _, video_lexicon = model.get_video_features(videos)
+        video_lexicon = model.get_video_features(videos).lexicon_embeds
         tower = model.vision_model(videos)
         patch_logits = model.lexicon_head(tower.lexicon_last_hidden_state[:, 1:])
         expected_video = torch.log1p(torch.relu(patch_logits.max(dim=1).values))
 
-        _, text_lexicon = model.get_text_features(input_ids, attention_mask)
+        text_lexicon = model.get_text_features(input_ids, attention_mask).lexicon_embeds
         changed_padding = input_ids.masked_fill(~attention_mask.bool(), 50)
-        _, text_lexicon_other_padding = model.get_text_features(changed_padding, attention_mask)
+        text_lexicon_other_padding = model.get_text_features(changed_padding, attention_mask).lexicon_embeds
         token_logits = model.get_text_mlm_logits(input_ids, attention_mask)
         expected_text = torch.stack(
             [torch.log1p(torch.relu(token_logits[i, attention_mask[i].bool()].max(dim=0).values)) for i in range(3)]
@@ -336,8 +341,8 @@ def test_feature_shapes_for_clips_and_images(frames):
     model = tiny_model().eval()
     input_ids, attention_mask = caption_batch(batch=3)
     with torch.no_grad():
-        video_latent, video_lexicon = model.get_video_features(video_batch(batch=3, frames=frames))
-        text_latent, text_lexicon = model.get_text_features(input_ids, attention_mask, token_type_ids=None)
+        video_latent, video_lexicon = _pair(model.get_video_features(video_batch(batch=3, frames=frames)))
+        text_latent, text_lexicon = _pair(model.get_text_features(input_ids, attention_mask, token_type_ids=None))
         output = model(
             input_ids=input_ids, attention_mask=attention_mask, token_type_ids=torch.zeros_like(input_ids),
             pixel_values_videos=video_batch(batch=2, frames=frames),
@@ -596,7 +601,7 @@ def test_bfloat16_autocast_on_cpu_trains():
 def test_bfloat16_weights_run():
     model = tiny_model().eval().to(torch.bfloat16)
     with torch.no_grad():
-        latent, lexicon = model.get_video_features(video_batch(batch=2))
+        latent, lexicon = _pair(model.get_video_features(video_batch(batch=2)))
         output = model(**full_inputs(batch=2), return_loss=True)
     assert latent.dtype == torch.float32 and lexicon.shape == (2, VOCAB_SIZE)
     assert torch.isfinite(output.loss)
@@ -607,11 +612,11 @@ def test_drop_path_is_active_only_in_training():
     videos = video_batch(batch=8)
     assert model.vision_model.latent_layers[0].drop_path_rate == pytest.approx(0.5)
     torch.manual_seed(0)
-    first = model.get_video_features(videos)[0]
-    second = model.get_video_features(videos)[0]
+    first = model.get_video_features(videos).pooler_output
+    second = model.get_video_features(videos).pooler_output
     assert not torch.allclose(first, second)
     model.eval()
-    torch.testing.assert_close(model.get_video_features(videos)[0], model.get_video_features(videos)[0])
+    torch.testing.assert_close(model.get_video_features(videos).pooler_output, model.get_video_features(videos).pooler_output)
 
 
 def test_deep_copies_keep_the_tie_and_the_stage():

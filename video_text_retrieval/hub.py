@@ -132,8 +132,8 @@ Data: {{ dataset_name }}. Hyper-parameters:
 
 _USAGE = {
     "tmass": (
-        "    text = model.get_text_features(inputs[\"input_ids\"], inputs[\"attention_mask\"])\n"
-        "    frames = model.get_video_features(inputs[\"pixel_values_videos\"])\n"
+        "    text = model.get_text_features(inputs[\"input_ids\"], inputs[\"attention_mask\"]).pooler_output\n"
+        "    frames = model.get_video_features(inputs[\"pixel_values_videos\"]).pooler_output\n"
         "    scores = model.similarity(text, frames)  # (num_texts, num_videos), paper protocol"
     ),
     "unify": (

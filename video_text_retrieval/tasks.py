@@ -56,8 +56,8 @@ class TMassTask:
         return parameter_name.startswith("clip.")
 
     def training_losses(self, model, batch: dict, context: StepContext) -> dict[str, torch.Tensor]:
-        text_embeds = model.get_text_features(batch["input_ids"], batch["attention_mask"])
-        frame_embeds = model.get_video_features(batch["pixel_values_videos"])
+        text_embeds = model.get_text_features(batch["input_ids"], batch["attention_mask"]).pooler_output
+        frame_embeds = model.get_video_features(batch["pixel_values_videos"]).pooler_output
         output = model.compute_loss(
             gather_with_grad(text_embeds), gather_with_grad(frame_embeds), generator=context.generator
         )
@@ -72,11 +72,11 @@ class TMassTask:
 
     @torch.no_grad()
     def encode_texts(self, model, input_ids, attention_mask) -> torch.Tensor:
-        return model.get_text_features(input_ids, attention_mask)
+        return model.get_text_features(input_ids, attention_mask).pooler_output
 
     @torch.no_grad()
     def encode_videos(self, model, pixel_values_videos) -> torch.Tensor:
-        return model.get_video_features(pixel_values_videos)
+        return model.get_video_features(pixel_values_videos).pooler_output
 
     @torch.no_grad()
     def score(self, model, text_features, video_features, *, seed: int = 0, num_trials: int | None = None) -> dict:
@@ -108,8 +108,10 @@ class UnifyTask:
             mlm_loss = model.mlm_loss(mlm_input_ids, batch["attention_mask"], mlm_labels)
             if stage == 0:
                 return {"loss": mlm_loss, "mlm_loss": mlm_loss.detach()}
-        text_latent, text_lexicon = model.get_text_features(batch["input_ids"], batch["attention_mask"])
-        video_latent, video_lexicon = model.get_video_features(batch["pixel_values_videos"])
+        text = model.get_text_features(batch["input_ids"], batch["attention_mask"])
+        video = model.get_video_features(batch["pixel_values_videos"])
+        text_latent, text_lexicon = text.pooler_output, text.lexicon_embeds
+        video_latent, video_lexicon = video.pooler_output, video.lexicon_embeds
         distill_weight = model.distill_weight_at(context.step, context.total_steps)
         terms = model.compute_loss(
             gather_with_grad(video_latent),
@@ -131,11 +133,13 @@ class UnifyTask:
 
     @torch.no_grad()
     def encode_texts(self, model, input_ids, attention_mask):
-        return model.get_text_features(input_ids, attention_mask)
+        output = model.get_text_features(input_ids, attention_mask)
+        return output.pooler_output, output.lexicon_embeds
 
     @torch.no_grad()
     def encode_videos(self, model, pixel_values_videos):
-        return model.get_video_features(pixel_values_videos)
+        output = model.get_video_features(pixel_values_videos)
+        return output.pooler_output, output.lexicon_embeds
 
     @torch.no_grad()
     def score(self, model, text_features, video_features, **_) -> dict:
