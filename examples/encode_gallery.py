@@ -131,13 +131,10 @@ def model_fingerprint(name: str, folder: Path, model, processor) -> dict:
 
 
 def video_features(model, pixel_values_videos: torch.Tensor):
-    """`get_video_features` output -> `(pooler_output, lexicon_embeds or None)`."""
+    """`get_video_features` output -> `(pooler_output, lexicon_embeds or None)`: UNIFY's latent [B, P] and
+    lexicon [B, V], or T-MASS's frame embeddings [B, F, D] and None."""
     output = model.get_video_features(pixel_values_videos)
-    if hasattr(output, "pooler_output"):
-        return output.pooler_output, getattr(output, "lexicon_embeds", None)
-    if isinstance(output, (tuple, list)):  # plain-tensor getters of older checkouts
-        return output[0], (output[1] if len(output) > 1 else None)
-    return output, None
+    return output.pooler_output, getattr(output, "lexicon_embeds", None)
 
 
 # ---------------------------------------------------------------------------------------------------
