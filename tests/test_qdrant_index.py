@@ -20,6 +20,10 @@ from video_text_retrieval.qdrant_index import (  # noqa: E402
     edge_available,
 )
 
+# qdrant-client's local mode warns that it ignores search parameters and payload indexes (it is exact anyway).
+pytestmark = [pytest.mark.filterwarnings("ignore:Local mode performs exact"),
+              pytest.mark.filterwarnings("ignore:Payload indexes have no effect")]
+
 ENGINES = ["local", pytest.param("edge", marks=pytest.mark.skipif(not edge_available(), reason="qdrant-edge-py missing"))]
 NUM_DOCS, VOCAB, DIM = 80, 60, 8
 
