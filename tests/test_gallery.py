@@ -31,6 +31,7 @@ from video_text_retrieval.gallery import (  # noqa: E402
 )
 from video_text_retrieval.index import FusedIndex  # noqa: E402
 from video_text_retrieval.presets import build_from_scratch  # noqa: E402
+from video_text_retrieval.tmass_search import two_stage_search  # noqa: E402
 
 CAPTIONS = ["two red squares move left", "a blue circle moves up on a white background"]
 
@@ -155,6 +156,12 @@ def test_shards_hold_the_models_outputs_and_feed_an_index(workspace, reference_g
     assert reader.ids == [record["video_id"] for record in readable]
     torch.testing.assert_close(reader.frame_embeds([5, 0, 3]), stored_frames[[5, 0, 3]])
     torch.testing.assert_close(reader.mean_pooled(), torch.nn.functional.normalize(stored_frames.float().mean(1), dim=-1))
+    # T-MASS two-stage search from disk equals the in-memory two-stage search over all stored frames.
+    texts = torch.randn(3, stored_frames.shape[2], generator=torch.Generator().manual_seed(0))
+    found, scores = reader.tmass_two_stage_search(tmass, texts, 2, candidate_depth=4, num_trials=0)
+    in_memory = two_stage_search(tmass, texts, stored_frames.float(), 2, candidate_depth=4, num_trials=0)
+    assert found.tolist() == np.asarray(reader.ids)[in_memory.indices.numpy()].tolist()
+    torch.testing.assert_close(scores, in_memory.scores)
 
 
 def test_text_list_input_and_refusals(workspace, tmp_path):

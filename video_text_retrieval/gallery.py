@@ -350,3 +350,32 @@ class GalleryReader:
         for shard in iter_gallery_shards(self.folder, ("tmass_frame_embeds",)):
             parts.append(torch.nn.functional.normalize(shard.tmass_frame_embeds.float().mean(dim=1), dim=-1))
         return torch.cat(parts) if parts else torch.zeros(0, self.manifest["dims"]["tmass_dim"])
+
+    def tmass_two_stage_search(
+        self, model, text_embeds: torch.Tensor, k: int, *, candidate_depth: int = 100,
+        mean_pooled: torch.Tensor | None = None, **similarity_options,
+    ) -> tuple[np.ndarray, torch.Tensor]:
+        """T-MASS two-stage search over the gallery on disk: the first stage ranks `mean_pooled` (computed
+        here when not given: `[N, D]`, small) by cosine with the texts; the second fetches only the union of
+        the candidates' frames (`frame_embeds`) and scores those pairs exactly with
+        `model.similarity_candidates` (`similarity_options`: `num_trials`, `noise`, `generator`, ...).
+        Memory: `[N, D]` plus the candidates' `[U, F, D]`, never the gallery's frames.
+
+        Returns:
+            `(ids [N_t, k'] str, scores [N_t, k'])`, best first (ties: the lower gallery position first).
+        """
+        from .tmass_search import dense_topk
+
+        text_embeds = torch.as_tensor(text_embeds).float()
+        gallery = self.mean_pooled() if mean_pooled is None else mean_pooled
+        depth = min(int(candidate_depth), gallery.shape[0])
+        _, candidates = dense_topk(torch.nn.functional.normalize(text_embeds, dim=-1), gallery, depth)
+        union, local = torch.unique(candidates, return_inverse=True)  # local: [N_t, depth] indices into `union`
+        frames = self.frame_embeds(union).float()
+        exact = model.similarity_candidates(text_embeds, frames, local, **similarity_options)
+        by_position = torch.sort(candidates, dim=1, stable=True).indices  # ties: lower position first
+        ordered_scores, ordered_candidates = exact.gather(1, by_position), candidates.gather(1, by_position)
+        scores, order = torch.sort(ordered_scores, dim=1, descending=True, stable=True)
+        positions = ordered_candidates.gather(1, order)[:, :k]
+        ids = np.asarray(self.ids, dtype=np.str_)[positions.numpy()]
+        return ids, scores[:, :k]
