@@ -352,6 +352,9 @@ def main() -> None:
     parser.add_argument("--local-size", type=int, default=2_000, help="documents for qdrant-client's local mode")
     parser.add_argument("--local-queries", type=int, default=20, help="queries for qdrant-client's local mode")
     parser.add_argument("--hnsw-max-size", type=int, default=100_000, help="largest gallery whose HNSW graph is built")
+    parser.add_argument("--skip", nargs="*", default=[], metavar="BACKEND:KIND",
+                        help="combinations not to run (e.g. edge:fused when its memory would not fit)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads in the children (0: torch's default)")
     parser.add_argument("--work-dir", type=Path, default=None, help="corpus and engine folders (default: a temp dir)")
     parser.add_argument("--skip-tmass", action="store_true")
     parser.add_argument("--tmass-videos", type=int, default=100_000)
@@ -390,7 +393,9 @@ def main() -> None:
             rows = []
             for backend in [b for b in args.backends if b == "memory"] + [b for b in args.backends if b != "memory"]:
                 for kind in args.kinds:
-                    options = {"hnsw_max_size": args.hnsw_max_size}
+                    if f"{backend}:{kind}" in args.skip:
+                        continue
+                    options = {"hnsw_max_size": args.hnsw_max_size, "threads": args.threads}
                     if backend == "local":
                         if args.local_size <= 0:
                             continue

@@ -89,9 +89,12 @@ def test_fused_dense_sparse_equal_brute_force_with_filter(gallery, engine, tmp_p
     assert exact_b.all() and all(ids.index(value) % 3 == 0 for value in found_b.flatten())
     np.testing.assert_array_equal(found_b, expected_ids(fused_b, 5, ids))
 
-    # One round at depth 4 only proves some queries; the proven ones are right.
-    approx, _, approx_exact = index.search((queries_latent, queries_lexicon), 5, exact=False, return_exact=True)
+    # One round (depth 15 of 80) proves some queries; the proven ones are right.
+    approx, _, approx_exact = index.search((queries_latent, queries_lexicon), 5, exact=False, depth=15, return_exact=True)
+    assert approx_exact.any()
     np.testing.assert_array_equal(approx[approx_exact], expected_ids(fused, 5, ids)[approx_exact])
+    _, _, hnsw_exact = index.search((queries_latent, queries_lexicon), 5, exact=False, hnsw=True, return_exact=True)
+    assert not hnsw_exact.any()  # approximate lists bound nothing
 
     dense_index = open_index(QdrantDenseIndex, engine, tmp_path / "dense")
     dense_index.add(ids, latent, payload=payload)

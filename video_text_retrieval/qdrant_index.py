@@ -519,8 +519,8 @@ class QdrantFusedIndex(QdrantSparseIndex):
         self._ensure_collection({LATENT: latent.shape[1]})
         self._upsert(self._points(ids, {LATENT: latent.tolist(), LEXICON: _sparse_rows(lexicon)}, payload))
 
-    def _requests(self, latent_row, lexicon_row, k: int, depth: int, exact: bool) -> list[Request]:
-        lists = [Request(limit=depth, query=Nearest(LATENT, latent_row), exact=exact),
+    def _requests(self, latent_row, lexicon_row, k: int, depth: int, hnsw: bool) -> list[Request]:
+        lists = [Request(limit=depth, query=Nearest(LATENT, latent_row), exact=not hnsw),
                  Request(limit=depth, query=Nearest(LEXICON, lexicon_row))]
         union = [Request(limit=2 * depth, query=Nearest(LATENT, latent_row), prefetch=lists, exact=True),
                  Request(limit=2 * depth, query=Nearest(LEXICON, lexicon_row), prefetch=lists)]
@@ -529,11 +529,13 @@ class QdrantFusedIndex(QdrantSparseIndex):
         return [fused, lists[0], lists[1]]
 
     def search(self, query_vectors, k: int, filter=None, *, exact: bool = True, depth: int | None = None,
-               return_exact: bool = False):
+               hnsw: bool = False, return_exact: bool = False):
         """Top-`k` per query by the exact fused score of the union of both candidate lists.
 
-        `exact=True` (default): dense lists are exact scans, and queries whose threshold bound fails are asked
-        again with lists 4x deeper, up to `max_depth`; `exact=False`: one round, HNSW dense lists. Returns
+        `exact=True` (default): queries whose threshold bound fails are asked again with lists 4x deeper, up to
+        `max_depth` (queries still unproven there are reported, not scored in full: the engine's gallery may be
+        too large for that); `exact=False`: one round at `depth`. `hnsw=True` takes the latent list from Qdrant's
+        HNSW graph (approximate: no bound holds, nothing is proven) instead of an exact scan. Returns
         `(ids, scores)` (and `exact [Q]`, what was proven, with `return_exact=True`).
         """
         latent, lexicon = query_vectors
@@ -547,18 +549,20 @@ class QdrantFusedIndex(QdrantSparseIndex):
         proven = np.zeros(len(latent), dtype=bool)
         pending = list(range(len(latent)))
         while pending:
-            requests = [r for q in pending for r in self._requests(latent[q], lexicon[q], k, depth, exact)]
+            requests = [r for q in pending for r in self._requests(latent[q], lexicon[q], k, depth, hnsw)]
             answers = self.engine.query_batch(requests, native_filter)
             still = []
             for number, query in enumerate(pending):
                 fused, latent_list, lexicon_list = answers[3 * number : 3 * number + 3]
                 results[query] = fused
+                if hnsw:
+                    continue  # an approximate list bounds nothing
                 if len(latent_list) < depth:  # the list holds every (filtered) document: nothing is outside it
                     proven[query] = True
                     continue
                 lexicon_tail = lexicon_list[-1][1] if len(lexicon_list) >= depth else 0.0
                 bound = threshold_bound(latent_list[-1][1], lexicon_tail, self.fusion_weights)
-                proven[query] = exact and len(fused) >= k and fused[k - 1][1] > bound
+                proven[query] = len(fused) >= k and fused[k - 1][1] > bound
                 if exact and not proven[query]:
                     still.append(query)
             if not exact or depth >= self.max_depth:
@@ -586,7 +590,6 @@ class QdrantTMassIndex(_QdrantCollection):
             raise ValueError("`vectors` holds NaN or infinite values")
         mean = torch.nn.functional.normalize(frames.mean(dim=1), dim=-1)
         self._ensure_collection({TMASS_MEAN: frames.shape[2], TMASS_FRAMES: frames.shape[2]})
-        self._frames_per_video = frames.shape[1]
         self._upsert(self._points(ids, {TMASS_MEAN: mean.tolist(), TMASS_FRAMES: frames.tolist()}, payload))
 
     def candidates(self, text_embeds: torch.Tensor, depth: int, filter=None, *, exact: bool = True) -> list[list[tuple]]:
