@@ -323,6 +323,9 @@ def test_fused_exact_by_default_on_adversarial_gallery(max_depth):
     expected_route = "full_scoring" if max_depth == 8 else "deeper_lists"
     index.search((query_latent, query_lexicon), k=3)
     assert index.last_search_stats[expected_route] == 1
+    # At depth 20 the 43 documents with a lexicon score can reach the k-th score; 43 <= 4 * 20, so they are
+    # scored exactly and the per-document lexicon bound proves the query (at max_depth 8: 43 > 32, full scoring).
+    assert index.last_search_stats["lexicon_bound"] == (1 if max_depth == 60 else 0)
 
 
 def test_fused_exact_on_random_galleries_equals_brute_force():

@@ -987,7 +987,11 @@ class FusedIndex:
 
         Round 1: the union of the latent top-`depth` and the lexicon top-`depth` is rescored exactly (latent
         cosine from the stored vectors, lexicon score from the inverted index) and fused. The threshold bound
-        (:func:`threshold_bound`) then proves, per query, whether that top-`k` is the gallery's. With
+        (:func:`threshold_bound`) then proves, per query, whether that top-`k` is the gallery's. Because the
+        lexicon index scores every document anyway, a tighter bound follows for the rest: a document outside
+        the latent list scores at most `w_latent * L_depth + w_lexicon * (its own lexicon score)`; when at most
+        `4 * depth` documents can reach the `k`-th score that way, they are scored exactly and the query is
+        proven in the same round. With
         `exact=True` (default) the queries without a proof are searched again with lists 4x deeper, up to
         `max_depth`, and those still unproven are scored against every document (brute force), so every
         returned ranking is exact. With `exact=False` only round 1 runs: an approximation whose `exact`
@@ -1003,7 +1007,8 @@ class FusedIndex:
 
         Returns:
             `(ids [Q, k'], scores [Q, k'] float32)` (plus `exact` if asked), best first, `k' = min(k, len(self))`.
-            `self.last_search_stats` counts the queries settled in round 1, by deeper lists and by full scoring.
+            `self.last_search_stats` counts the queries proven in round 1, by deeper lists, by full scoring, and
+            (`lexicon_bound`, included in the first two) those proven by the per-document lexicon bound.
         """
         k = _check_k(k)
         if not len(self):
@@ -1018,7 +1023,7 @@ class FusedIndex:
         positions = np.zeros((num_queries, k), dtype=np.int64)
         scores = np.zeros((num_queries, k), dtype=np.float32)
         proven = np.zeros(num_queries, dtype=bool)
-        stats = {"queries": num_queries, "round_1": 0, "deeper_lists": 0, "full_scoring": 0}
+        stats = {"queries": num_queries, "round_1": 0, "lexicon_bound": 0, "deeper_lists": 0, "full_scoring": 0}
         batch = self.lexicon_index._batch_size(batch_size)
         max_depth = self._max_depth(depth, size)
         for start in range(0, num_queries, batch):
@@ -1031,7 +1036,8 @@ class FusedIndex:
                 found = self._candidates_round(
                     latent_queries[rows[pending]], lexicon_all[pending], k, current_depth
                 )
-                batch_positions, batch_scores, batch_proven = found
+                batch_positions, batch_scores, batch_proven, by_lexicon = found
+                stats["lexicon_bound"] += by_lexicon
                 take = batch_proven | (not exact)
                 positions[rows[pending[take]]] = batch_positions[take]
                 scores[rows[pending[take]]] = batch_scores[take]
@@ -1066,12 +1072,31 @@ class FusedIndex:
         size = len(self)
         if depth >= size:
             proven = torch.ones(len(latent_queries), dtype=torch.bool)
-        else:
-            bound = threshold_bound(
-                torch.from_numpy(latent_scores[:, -1]), lexicon_top_scores[:, -1], self.fusion_weights
-            )
-            proven = scores[:, -1] > bound
-        return positions.numpy(), scores.numpy().astype(np.float32), proven.numpy()
+            return positions.numpy(), scores.numpy().astype(np.float32), proven.numpy(), 0
+        latent_tail = torch.from_numpy(latent_scores[:, -1])
+        proven = scores[:, -1] > threshold_bound(latent_tail, lexicon_top_scores[:, -1], self.fusion_weights)
+        # The lexicon score of every document is known (`lexicon_all`), so a tighter bound holds for a document
+        # outside the latent list: fused <= w_latent * L_depth + w_lexicon * its own lexicon score. Only the
+        # documents whose own bound reaches the k-th score found can still enter the top-k: score those
+        # exactly (when they are few) and the result is proven too (threshold algorithm with random access).
+        positions, scores = positions.numpy(), scores.numpy().astype(np.float32)
+        proven, by_lexicon = proven.numpy(), 0
+        margin = SCORE_ROUNDING_MARGIN
+        for row in np.flatnonzero(~proven):
+            needed = scores[row, -1] - w_latent * (float(latent_tail[row]) + margin) - w_lexicon * margin
+            reachable = torch.nonzero(w_lexicon * lexicon_all[row] >= needed).flatten()
+            if len(reachable) > 4 * depth:
+                continue  # too many: deeper lists (or full scoring) settle this query
+            extra = reachable[None]
+            extra_fused = w_latent * self._latent_scores(latent_queries[row : row + 1], extra) + w_lexicon * lexicon_all[
+                row, reachable
+            ][None]
+            merged = torch.cat([torch.from_numpy(positions[row : row + 1]), extra], dim=1)
+            merged_scores = torch.cat([torch.from_numpy(scores[row : row + 1]), extra_fused], dim=1)
+            row_positions, row_scores = _unique_topk(merged, merged_scores, k)
+            positions[row], scores[row] = row_positions[0].numpy(), row_scores[0].numpy()
+            proven[row], by_lexicon = True, by_lexicon + 1
+        return positions, scores, proven, by_lexicon
 
     def _full_scoring(self, latent_queries: np.ndarray, lexicon_all: torch.Tensor, k: int):
         """Brute force: fused scores against every document, `[b, N]`, then top-`k`."""
