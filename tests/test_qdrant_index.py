@@ -172,3 +172,17 @@ def test_tmass_candidates_rescored_exactly_with_their_own_frames(engine, tmp_pat
     top = torch.topk(candidate_scores, 3, dim=1)
     np.testing.assert_array_equal(found, np.asarray(ids)[candidates.gather(1, top.indices).numpy()])
     np.testing.assert_allclose(scores, top.values.numpy(), atol=1e-4)
+
+
+def test_default_unify_index_by_gallery_size(tmp_path):
+    from video_text_retrieval.gallery import LARGE_GALLERY_VIDEOS, open_unify_index
+    from video_text_retrieval.index import FusedIndex
+
+    assert isinstance(open_unify_index(1000, path=tmp_path / "small"), FusedIndex)
+    assert isinstance(open_unify_index(LARGE_GALLERY_VIDEOS), FusedIndex)  # no folder: in memory
+    large = open_unify_index(LARGE_GALLERY_VIDEOS, path=tmp_path / "large", fusion_weights=(1.0, 0.5))
+    if edge_available():
+        assert isinstance(large, QdrantFusedIndex) and large.engine_name == "edge" and large.fusion_weights == (1.0, 0.5)
+        large.close()
+    else:
+        assert isinstance(large, FusedIndex)

@@ -379,3 +379,24 @@ class GalleryReader:
         positions = ordered_candidates.gather(1, order)[:, :k]
         ids = np.asarray(self.ids, dtype=np.str_)[positions.numpy()]
         return ids, scores[:, :k]
+
+
+# Galleries from this size on are served by the embedded Qdrant engine when it is installed: there, its exact
+# sparse search answers single queries several times faster than the in-memory inverted index, for several
+# times the memory and build time (benchmarks/RESULTS_galleries.md, "which backend").
+LARGE_GALLERY_VIDEOS = 100_000
+
+
+def open_unify_index(num_videos: int, *, path: str | os.PathLike | None = None, fusion_weights=(1.0, 1.0), **options):
+    """The default UNIFY index for a gallery of `num_videos`: `FusedIndex` (in memory) below
+    `LARGE_GALLERY_VIDEOS` or when no `path` is given or `qdrant-edge-py` is missing; otherwise
+    `QdrantFusedIndex(path=path)` on the embedded Qdrant engine. Both search the exact fused score by default.
+    `options` go to the chosen class."""
+    from .index import FusedIndex
+
+    if path is not None and num_videos >= LARGE_GALLERY_VIDEOS:
+        from .qdrant_index import QdrantFusedIndex, edge_available
+
+        if edge_available():
+            return QdrantFusedIndex(path=path, engine="edge", fusion_weights=fusion_weights, **options)
+    return FusedIndex(fusion_weights=fusion_weights, **options)
