@@ -1,7 +1,7 @@
 """Sparse lexicon index at scale: build time, memory, queries per second, pruning vs R@K.
 
 `video_text_retrieval.index.SparseLexiconIndex` against dense matmul, on synthetic SPLADE-like vectors
-(unify.md §12.2, decisions.md item 28) and, when a trained UNIFY folder is given, on the demo test set.
+(see docs/search_at_scale.md) and, when a trained UNIFY folder is given, on the demo test set.
 
 Synthetic corpus (vectorised, generated in blocks; no Python loop over documents):
 

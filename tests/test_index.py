@@ -25,7 +25,7 @@ def random_sparse(num_rows: int, nnz_low: int, nnz_high: int, seed: int, vocab: 
 
 
 def brute_force_cosine(queries: np.ndarray, documents: np.ndarray) -> torch.Tensor:
-    """`[Q, N]` cosines of dense rows (unify.md §6: x / max(||x||, 1e-8))."""
+    """`[Q, N]` cosines of dense rows (x / max(||x||, 1e-8), as UNIFY normalises)."""
     q = F.normalize(torch.from_numpy(queries).double(), dim=1, eps=1e-8)
     d = F.normalize(torch.from_numpy(documents).double(), dim=1, eps=1e-8)
     return q @ d.T
@@ -60,7 +60,7 @@ def test_sparse_search_equals_dense_cosine_ranking(corpus):
     assert ids.shape == scores.shape == (9, 10) and ids.dtype == np.int64
     np.testing.assert_allclose(scores, expected_scores.numpy(), atol=1e-6)
     np.testing.assert_array_equal(ids, expected_positions.numpy() + 100)
-    # The storage is the inverted index: (vocab, documents) CSR with int32 indices (decisions.md item 28).
+    # The storage is the inverted index: (vocab, documents) CSR with int32 indices.
     assert index.postings.shape == (VOCAB, 60) and index.postings.indices.dtype == np.int32
     assert index.num_entries == np.count_nonzero(documents)
 
@@ -255,13 +255,163 @@ def test_fused_certificate_holds_at_small_depth(fused_data):
     index = FusedIndex(DenseIndex(backend="torch"), depth=4)
     index.add(range(60), (latent_documents, documents))
     expected = torch.topk(brute_force_fused(fused_data, (1.0, 1.0)), 3, dim=1).indices.numpy()
-    ids, _, exact = index.search((latent_queries, queries), k=3, return_exact=True)
-    # Certified queries are exactly right; at depth 4 of 60 not every query can be certified.
+    # The approximation (one round at depth 4): certified queries are exactly right, not every query is.
+    ids, _, exact = index.search((latent_queries, queries), k=3, exact=False, return_exact=True)
     np.testing.assert_array_equal(ids[exact], expected[exact])
     assert exact.any() and not exact.all()
-    deep_ids, _, deep_exact = index.search((latent_queries, queries), k=3, depth=60, return_exact=True)
+    # The default deepens the uncertified queries (or scores them in full): exact for every query.
+    deep_ids, _, deep_exact = index.search((latent_queries, queries), k=3, return_exact=True)
     np.testing.assert_array_equal(deep_ids, expected)
     assert deep_exact.all()
+    stats = index.last_search_stats
+    assert stats["round_1"] == exact.sum() and stats["round_1"] + stats["deeper_lists"] + stats["full_scoring"] == 9
+
+
+def adversarial_fused_gallery(num_each: int, vocab: int, dim: int, seed: int):
+    """A gallery where the fused winner is in neither side's top list: `num_each` documents with the best
+    latent cosines and no shared word, `num_each` with the best lexicon scores and a latent cosine of 0,
+    and a few "balanced" documents, good on both sides, that win the sum. Query: latent e_0, lexicon e_0."""
+    rng = np.random.default_rng(seed)
+    latent, lexicon = [], []
+    for _ in range(num_each):  # latent-only: cosine 0.9..0.95 with the query, lexicon on other words
+        cos = rng.uniform(0.9, 0.95)
+        vector = np.zeros(dim, dtype=np.float32)
+        vector[0], vector[1 + rng.integers(dim - 1)] = cos, np.sqrt(1 - cos**2)
+        latent.append(vector)
+        words = np.zeros(vocab, dtype=np.float32)
+        words[1 + rng.choice(vocab - 1, 3, replace=False)] = 1.0
+        lexicon.append(words)
+    for _ in range(num_each):  # lexicon-only: lexicon cosine 0.9..0.95, latent orthogonal
+        cos = rng.uniform(0.9, 0.95)
+        vector = np.zeros(dim, dtype=np.float32)
+        vector[1 + rng.integers(dim - 1)] = 1.0
+        latent.append(vector)
+        words = np.zeros(vocab, dtype=np.float32)
+        words[0], words[1 + rng.integers(vocab - 1)] = cos, np.sqrt(1 - cos**2)
+        lexicon.append(words)
+    for number in range(3):  # balanced: 0.8 on both sides, fused 1.6 > 0.95 + 0 or 0 + 0.95
+        cos = 0.8 - 0.01 * number
+        vector = np.zeros(dim, dtype=np.float32)
+        vector[0], vector[1] = cos, np.sqrt(1 - cos**2)
+        words = np.zeros(vocab, dtype=np.float32)
+        words[0], words[1] = cos, np.sqrt(1 - cos**2)
+        latent.append(vector)
+        lexicon.append(words)
+    query_latent = np.zeros((1, dim), dtype=np.float32)
+    query_latent[0, 0] = 1.0
+    query_lexicon = np.zeros((1, vocab), dtype=np.float32)
+    query_lexicon[0, 0] = 1.0
+    return np.stack(latent), np.stack(lexicon), query_latent, query_lexicon
+
+
+@pytest.mark.parametrize("max_depth", [60, 8])
+def test_fused_exact_by_default_on_adversarial_gallery(max_depth):
+    latent, lexicon, query_latent, query_lexicon = adversarial_fused_gallery(40, vocab=50, dim=12, seed=6)
+    index = FusedIndex(DenseIndex(backend="torch"), depth=5, max_depth=max_depth)
+    ids = [f"video-{number}" for number in range(len(latent))]
+    index.add(ids, (latent, lexicon))
+    found, scores, exact = index.search((query_latent, query_lexicon), k=3, return_exact=True)
+    # The three balanced documents (the last three rows) win the fused score, in order.
+    assert found.tolist() == [["video-80", "video-81", "video-82"]] and exact.all()
+    brute = F.normalize(torch.from_numpy(latent), dim=1) @ torch.from_numpy(query_latent[0]) + F.normalize(
+        torch.from_numpy(lexicon), dim=1
+    ) @ torch.from_numpy(query_lexicon[0])
+    np.testing.assert_allclose(scores[0], torch.topk(brute, 3).values.numpy(), atol=1e-6)
+    # One round at depth 5 finds none of them and proves nothing (the bound is 0.95 + 0.95 > 1.6).
+    approx, _, approx_exact = index.search((query_latent, query_lexicon), k=3, exact=False, return_exact=True)
+    assert not approx_exact.any() and not set(approx[0]) & {"video-80", "video-81", "video-82"}
+    expected_route = "full_scoring" if max_depth == 8 else "deeper_lists"
+    index.search((query_latent, query_lexicon), k=3)
+    assert index.last_search_stats[expected_route] == 1
+    # At depth 20 the 43 documents with a lexicon score can reach the k-th score; 43 <= 4 * 20, so they are
+    # scored exactly and the per-document lexicon bound proves the query (at max_depth 8: 43 > 32, full scoring).
+    assert index.last_search_stats["lexicon_bound"] == (1 if max_depth == 60 else 0)
+
+
+def test_fused_exact_on_random_galleries_equals_brute_force():
+    rng = np.random.default_rng(11)
+    for trial in range(4):
+        num_documents, dim = int(rng.integers(30, 120)), int(rng.integers(3, 10))
+        documents = random_sparse(num_documents, 1, 12, seed=100 + trial, vocab=40)
+        queries = random_sparse(7, 1, 6, seed=200 + trial, vocab=40)
+        latent_documents = rng.normal(size=(num_documents, dim)).astype(np.float32)
+        latent_queries = rng.normal(size=(7, dim)).astype(np.float32)
+        weights = (float(rng.uniform(0.2, 2.0)), float(rng.uniform(0.2, 2.0)))
+        index = FusedIndex(DenseIndex(backend="torch"), fusion_weights=weights, depth=int(rng.integers(1, 6)))
+        index.add(range(num_documents), (latent_documents, documents))
+        k = int(rng.integers(1, 8))
+        ids, scores, exact = index.search((latent_queries, queries), k=k, return_exact=True)
+        expected = brute_force_fused((latent_documents, documents, latent_queries, queries), weights)
+        expected_scores, expected_ids = torch.topk(expected, k, dim=1)
+        assert exact.all()
+        np.testing.assert_array_equal(ids, expected_ids.numpy())
+        np.testing.assert_allclose(scores, expected_scores.numpy(), atol=1e-5)
+
+
+def test_deletes_are_never_returned_and_compact_keeps_results(fused_data):
+    latent_documents, documents, latent_queries, queries = fused_data
+    index = FusedIndex(DenseIndex(backend="torch"), depth=3)
+    index.add(range(60), (latent_documents, documents))
+    full = brute_force_fused(fused_data, (1.0, 1.0))
+    deleted = torch.topk(full, 2, dim=1).indices.flatten().unique().tolist()  # every query's two best
+    index.delete(deleted)
+    assert len(index) == 60 - len(deleted)
+    full[:, deleted] = -float("inf")
+    expected_scores, expected_ids = torch.topk(full, 5, dim=1)
+    ids, scores, exact = index.search((latent_queries, queries), 5, return_exact=True)
+    assert exact.all() and not set(ids.flatten().tolist()) & set(deleted)
+    np.testing.assert_array_equal(ids, expected_ids.numpy())
+    lexicon_ids, _ = index.lexicon_index.search(queries, 10)
+    latent_ids, _ = index.latent_index.search(latent_queries, 10)
+    assert not set(lexicon_ids.flatten().tolist()) & set(deleted)
+    assert not set(latent_ids.flatten().tolist()) & set(deleted)
+    with pytest.raises(KeyError, match="not in the index"):
+        index.delete([deleted[0]])
+    index.compact()
+    assert index.lexicon_index.postings.shape[1] == 60 - len(deleted)
+    np.testing.assert_array_equal(index.search((latent_queries, queries), 5)[0], ids)
+    index.add([deleted[0]], (latent_documents[:1], documents[:1]))  # a deleted id may come back
+    assert len(index) == 61 - len(deleted)
+
+
+def test_incremental_adds_make_segments_without_reinverting(corpus):
+    documents, queries = corpus
+    index = SparseLexiconIndex(max_segments=3)
+    reference = SparseLexiconIndex()
+    reference.add(range(60), documents)
+    for start in range(0, 60, 10):
+        before = index.segments
+        index.add(range(start, start + 10), documents[start : start + 10])
+        index.build()
+        after = index.segments
+        assert len(after) <= 3 and sum(segment.shape[1] for segment in after) == start + 10
+        if len(after) == len(before) + 1:  # no merge: the old segments are the very same objects (not re-inverted)
+            assert all(old is new for old, new in zip(before, after))
+            assert after[-1].shape[1] == 10
+    expected = reference.search(queries, 7)
+    got = index.search(queries, 7)
+    np.testing.assert_array_equal(got[0], expected[0])
+    np.testing.assert_allclose(got[1], expected[1], atol=1e-7)
+
+
+def test_folder_save_and_memory_mapped_load(tmp_path, fused_data):
+    latent_documents, documents, latent_queries, queries = fused_data
+    index = FusedIndex(DenseIndex(backend="torch"), depth=4)
+    index.add([f"v{i}" for i in range(60)], (latent_documents, documents))
+    index.delete(["v3", "v7"])
+    index.save(tmp_path / "gallery_index")
+    assert (tmp_path / "gallery_index" / "config.json").is_file()
+    loaded = FusedIndex.load(tmp_path / "gallery_index", backend="torch", mmap=True)
+    assert isinstance(loaded.lexicon_index.postings.data, np.memmap)
+    assert isinstance(loaded.latent_index.vectors, np.memmap) and len(loaded) == 58
+    expected, got = index.search((latent_queries, queries), 6), loaded.search((latent_queries, queries), 6)
+    np.testing.assert_array_equal(expected[0], got[0])
+    np.testing.assert_allclose(expected[1], got[1], atol=1e-6)
+    sparse = SparseLexiconIndex()
+    sparse.add(range(60), documents)
+    (tmp_path / "not_an_index").mkdir()
+    with pytest.raises(FileExistsError, match="not an index folder"):
+        sparse.save(tmp_path / "not_an_index")
 
 
 def test_fused_save_load_round_trip(tmp_path, fused_data):

@@ -1,38 +1,41 @@
 """Retrieval indexes for precomputed embeddings: sparse lexicon, dense latent, and UNIFY's fused search.
 
-UNIFY scores a (video, text) pair by the cosine of the latent vectors, the cosine of the lexicon vectors
-(non-negative, one weight per vocabulary word), and their weighted sum (unify.md §6, 1:1 by default).
-Serving a gallery of millions of videos cannot keep the lexicon vectors dense (1M x 30522 float32 is
-122 GB), so this module offers (unify.md §12.2, decisions.md items 4 and 28):
+UNIFY (Liu et al., LREC-COLING 2024) scores a (video, text) pair by the cosine of the latent vectors, the
+cosine of the lexicon vectors (non-negative, one weight per vocabulary word), and their weighted sum (1:1
+in the paper). Serving a gallery of millions of videos cannot keep the lexicon vectors dense (1M x 30522
+float32 is 122 GB), so this module offers (design and measurements: ``docs/search_at_scale.md``):
 
 * :class:`SparseLexiconIndex`: L2-normalised lexicon vectors pruned per vector (keep the ``top_k``
-  largest weights and/or the weights ``>= threshold``), stored as an **inverted index**: a
-  ``scipy.sparse`` CSR matrix of shape ``(vocab_size, num_documents)`` with int32 indices, whose row
-  ``j`` is the posting list of word ``j`` (the documents that use it and their weights). A batch of
-  queries ``Q`` (sparse, ``(num_queries, vocab_size)``) is scored by the sparse product ``Q @ P``:
-  each query non-zero walks its own posting list only. Scores are exact for the kept entries.
+  largest weights and/or the weights ``>= threshold``), stored as an **inverted index**: ``scipy.sparse``
+  CSR matrices of shape ``(vocab_size, segment_documents)`` with int32 indices, whose row ``j`` is the
+  posting list of word ``j``. Documents arrive in **segments**: an ``add`` inverts only the new documents;
+  small segments are merged lazily (as Lucene merges its segments), never the whole gallery at each add.
+  A batch of queries ``Q`` is scored by the sparse products ``Q @ P_s``: each query word walks its own
+  posting lists only. Scores are exact for the kept entries.
 * :class:`DenseIndex`: exact cosine or inner-product search over dense vectors with FAISS
   (``faiss-cpu``, the optional ``index`` extra) when importable, otherwise torch matmul + top-k over
   chunks of the gallery (bounded memory). Both backends return the same results.
-* :class:`FusedIndex`: the two together. Each side proposes its top-``depth`` documents, the union is
-  rescored exactly with both similarities and ranked by ``w_latent * latent + w_lexicon * lexicon``.
-  With ``depth >= len(index)`` this is the brute-force fused ranking; for smaller depths
-  ``search(..., return_exact=True)`` also says, per query, whether the result is provably the
-  brute-force one (a threshold-algorithm bound, see :meth:`FusedIndex.search`).
+* :class:`FusedIndex`: the two together, **exact by default**: each side proposes its top-``depth``
+  documents, the union is rescored exactly with both similarities, and a threshold-algorithm bound
+  (Fagin et al., 2003) proves, per query, that no document outside both lists can enter the top-``k``;
+  queries whose proof fails are searched again with deeper lists, then by full scoring
+  (:meth:`FusedIndex.search`).
 
-Common API (decisions.md item 28): ``add(ids, vectors)`` with ids ``int`` or ``str`` (one kind per
-index, no duplicates) and ``search(query_vectors, k) -> (ids, scores)``: ``ids`` a numpy array
-``(num_queries, min(k, len(index)))`` (int64 or unicode), ``scores`` float32 of the same shape, best
-first. ``save(path)`` / ``load(path)`` write and read one ``.npz`` file (``numpy.load`` with
-``allow_pickle=False``: no pickle anywhere).
+Common API: ``add(ids, vectors)`` with ids ``int`` or ``str`` (one kind per index, no duplicates among
+the live documents), ``search(query_vectors, k) -> (ids, scores)`` (``ids`` a numpy array
+``(num_queries, min(k, len(index)))``, int64 or unicode, ``scores`` float32, best first), ``delete(ids)``
+(tombstones: deleted documents are never returned; ``compact()`` drops them physically),
+``save(path)`` / ``load(path)``: a path ending in ``.npz`` is one ``numpy`` archive; any other path is a
+folder of ``.npy`` files plus ``config.json``, which ``load(path, mmap=True)`` maps into memory instead of
+reading (``numpy.load(..., allow_pickle=False)``: no pickle anywhere).
 
 Normalisation and pruning (``normalize`` of :class:`SparseLexiconIndex`):
 
 * ``"before_pruning"`` (default): ``x / max(||x||, 1e-8)`` on the full vector, then pruning. A stored
   weight is the exact normalised weight, so a score is the sum of the exact per-word contributions
-  ``v_j * t_j`` (unify.md §12.1) over the words kept on both sides. Because lexicon weights are
-  non-negative this is a lower bound of the training-time cosine, equal to it when no shared word was
-  pruned, and it stays on the scale the fusion weights were trained for.
+  ``v_j * t_j`` over the words kept on both sides. Because lexicon weights are non-negative this is a
+  lower bound of the training-time cosine, equal to it when no shared word was pruned, and it stays on
+  the scale the fusion weights were trained for.
 * ``"after_pruning"``: prune the raw vector, then normalise what is left: the score is the cosine of
   the pruned vectors. Pruning then inflates the remaining weights (the norm of a pruned vector is
   smaller), so a heavily pruned document can outscore its unpruned self; neither a bound nor exact.
@@ -53,8 +56,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import warnings
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -62,18 +68,22 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
-try:  # optional extra `index` (decisions.md item 4)
+try:  # optional extra `index`
     import faiss
 except ImportError:  # pragma: no cover - depends on the environment
     faiss = None
 
 __all__ = ["SparseLexiconIndex", "DenseIndex", "FusedIndex", "faiss_available"]
 
-NORM_EPS = 1e-8  # x / max(||x||, eps), Frozen's `sim_matrix` (unify.md §6)
+NORM_EPS = 1e-8  # x / max(||x||, eps): the cosine of the UNIFY training code
 NORMALIZE_MODES = ("before_pruning", "after_pruning", "none")
 # Bound on the (num_queries x num_documents) float32 score block one search batch may hold (128 MiB).
 DEFAULT_SCORE_BLOCK_BYTES = 1 << 27
-LATENT_ROUNDING_MARGIN = 1e-5
+# Two float32 computations of the same score (FAISS vs einsum, sparse product vs gather) may differ in the
+# last bits; the exactness bound adds this margin on each side so that rounding can never fake a proof.
+SCORE_ROUNDING_MARGIN = 1e-5
+# Segments kept before adjacent small ones are merged (each search walks every segment's posting lists).
+DEFAULT_MAX_SEGMENTS = 8
 
 
 def faiss_available() -> bool:
@@ -82,31 +92,40 @@ def faiss_available() -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Ids: int or str, one kind per index, unique.
+# Ids: int or str, one kind per index, unique among the live documents.
 # ---------------------------------------------------------------------------------------------------
 
 
 class _IdStore:
-    """Row position <-> user id. Ids are all ints (stored int64) or all strs (stored as numpy unicode)."""
+    """Row position <-> user id, with tombstones.
+
+    Ids are all ints (stored int64) or all strs (stored as numpy unicode). A row position is assigned once
+    and never reused; `delete` marks positions dead (their ids may be added again, at new positions).
+    """
 
     def __init__(self) -> None:
         self.kind: str | None = None  # "int" | "str"
         self._chunks: list[np.ndarray] = []
         self._array: np.ndarray | None = None
-        self._seen: set = set()
+        self._position_of: dict | None = {}  # live id -> position; rebuilt lazily after a load
+        self._alive: np.ndarray | None = None  # bool [num_positions]; None while nothing was deleted
+        self.num_positions = 0
+        self.num_deleted = 0
 
     def __len__(self) -> int:
-        return len(self._seen)
+        return self.num_positions - self.num_deleted
 
     @staticmethod
-    def _as_array(ids: Any, expected: int) -> tuple[np.ndarray, str]:
+    def as_array(ids: Any, expected: int | None) -> tuple[np.ndarray, str | None]:
         if isinstance(ids, torch.Tensor):
             ids = ids.detach().cpu().numpy()
         if isinstance(ids, (str, bytes, int, np.integer)):
             raise TypeError("`ids` must be a sequence of ids (one per vector), not a single id")
-        values = list(ids)
-        if len(values) != expected:
+        values = ids.tolist() if isinstance(ids, np.ndarray) else list(ids)
+        if expected is not None and len(values) != expected:
             raise ValueError(f"`ids` has {len(values)} entries but `vectors` has {expected} rows")
+        if not values:
+            return np.zeros(0, dtype=np.int64), None
         if all(isinstance(value, str) for value in values):
             return np.asarray(values, dtype=np.str_), "str"
         if all(isinstance(value, (int, np.integer)) and not isinstance(value, bool) for value in values):
@@ -114,27 +133,65 @@ class _IdStore:
         kinds = sorted({type(value).__name__ for value in values})
         raise TypeError(f"`ids` must be all int or all str, got {kinds}")
 
-    def add(self, ids: Any, expected: int) -> None:
-        array, kind = self._as_array(ids, expected)
-        if expected == 0:
-            return
+    @property
+    def position_of(self) -> dict:
+        if self._position_of is None:
+            array, alive = self.array, self.alive_mask
+            positions = np.flatnonzero(alive)
+            self._position_of = dict(zip(array[positions].tolist(), positions.tolist()))
+        return self._position_of
+
+    def check_new(self, ids: Any, expected: int) -> tuple[np.ndarray, str | None]:
+        """Validate ids for an `add` of `expected` rows without changing anything."""
+        array, kind = self.as_array(ids, expected)
+        if kind is None:
+            return array, kind
         if self.kind is not None and kind != self.kind:
             raise TypeError(f"`ids` are {kind} but this index holds {self.kind} ids; use one kind per index")
         new_ids = array.tolist()
-        new_set = set(new_ids)
-        if len(new_set) != len(new_ids):
+        if len(set(new_ids)) != len(new_ids):
             repeated = sorted(value for value, count in Counter(new_ids).items() if count > 1)[:5]
             raise ValueError(f"duplicate ids in `ids`: {repeated}")
-        already = new_set & self._seen
+        position_of = self.position_of
+        already = [value for value in new_ids if value in position_of]
         if already:
             raise ValueError(f"ids already in the index: {sorted(already)[:5]}")
+        return array, kind
+
+    def add(self, ids: Any, expected: int) -> None:
+        array, kind = self.check_new(ids, expected)
+        if kind is None:
+            return
         self.kind = kind
-        self._seen |= new_set
+        position_of = self.position_of
+        for offset, value in enumerate(array.tolist()):
+            position_of[value] = self.num_positions + offset
         self._chunks.append(array)
         self._array = None
+        if self._alive is not None:
+            self._alive = np.concatenate([self._alive, np.ones(len(array), dtype=bool)])
+        self.num_positions += len(array)
+
+    def delete(self, ids: Any) -> np.ndarray:
+        """Mark the documents of `ids` deleted; returns their positions. Unknown ids raise `KeyError`."""
+        array, _ = self.as_array(ids, None)
+        values = array.tolist()
+        position_of = self.position_of
+        missing = [value for value in values if value not in position_of]
+        if missing:
+            raise KeyError(f"ids not in the index: {missing[:5]}")
+        if len(set(values)) != len(values):
+            raise ValueError("duplicate ids in `ids`")
+        positions = np.asarray([position_of.pop(value) for value in values], dtype=np.int64)
+        if self._alive is None:
+            self._alive = np.ones(self.num_positions, dtype=bool)
+        self._alive[positions] = False
+        self.num_deleted += len(positions)
+        return positions
 
     @property
     def array(self) -> np.ndarray:
+        """Ids of every position, deleted ones included."""
         if self._array is None:
             if not self._chunks:
                 self._array = np.zeros(0, dtype=np.int64)
@@ -143,15 +200,35 @@ class _IdStore:
                 self._chunks = [self._array]
         return self._array
 
+    @property
+    def alive_mask(self) -> np.ndarray:
+        return np.ones(self.num_positions, dtype=bool) if self._alive is None else self._alive
+
+    @property
+    def has_deleted(self) -> bool:
+        return self.num_deleted > 0
+
     def take(self, positions: np.ndarray) -> np.ndarray:
         return self.array[positions]
 
     @classmethod
-    def from_array(cls, array: np.ndarray) -> "_IdStore":
+    def from_arrays(cls, ids: np.ndarray, alive: np.ndarray | None = None) -> "_IdStore":
         store = cls()
-        if len(array):
-            store.add(array.tolist(), len(array))
+        if len(ids):
+            store.kind = "str" if ids.dtype.kind == "U" else "int"
+            store._chunks = [np.asarray(ids)]
+            store.num_positions = len(ids)
+            store._position_of = None  # built on first use: a loaded index that is only searched never needs it
+        if alive is not None and not np.asarray(alive).all():
+            store._alive = np.array(alive, dtype=bool)
+            store.num_deleted = int((~store._alive).sum())
         return store
+
+    def state(self) -> dict[str, np.ndarray]:
+        state = {"ids": self.array}
+        if self._alive is not None:
+            state["alive"] = self._alive
+        return state
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -208,26 +285,65 @@ def _row_of_each_entry(indptr: np.ndarray) -> np.ndarray:
     return np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
 
 
+def _readonly_tensor(array: np.ndarray) -> torch.Tensor:
+    """A tensor view of a possibly read-only array (a memory-mapped index); the indexes only read it."""
+    if not array.flags.writeable:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.from_numpy(array)
+    return torch.from_numpy(array)
+
+
 def _topk_positions(scores: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Best `k` columns per row of a `[Q, N]` score block, best first: `(positions int64, scores float32)`."""
     values, positions = torch.topk(scores, k, dim=1, largest=True, sorted=True)
     return positions.numpy().astype(np.int64, copy=False), values.numpy().astype(np.float32, copy=False)
 
 
-def _save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], config: dict) -> None:
-    """One `.npz` file; the config goes in as a JSON string (a unicode array, so no pickle is needed)."""
-    arrays = dict(arrays)
-    arrays["config_json"] = np.asarray(json.dumps(config))
-    with open(path, "wb") as handle:  # an open handle keeps numpy from appending ".npz" to the name
-        np.savez(handle, **arrays)
+def _save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray], config: dict) -> None:
+    """`path` ending in `.npz`: one archive (the config as a JSON string, a unicode array: no pickle).
+    Otherwise a folder of `NAME.npy` files and `config.json`, written under a temporary name and renamed
+    into place, so that a crash never leaves a half-written index under `path`."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        arrays = dict(arrays)
+        arrays["config_json"] = np.asarray(json.dumps(config))
+        temporary = path.with_name(path.name + ".tmp")
+        with open(temporary, "wb") as handle:  # an open handle keeps numpy from appending ".npz" to the name
+            np.savez(handle, **arrays)
+        os.replace(temporary, path)
+        return
+    if path.exists() and not (path / "config.json").is_file():
+        raise FileExistsError(f"{path} exists and is not an index folder written by `save`; choose another path")
+    temporary = path.with_name(path.name + ".tmp")
+    if temporary.exists():
+        shutil.rmtree(temporary)
+    temporary.mkdir(parents=True)
+    for name, array in arrays.items():
+        np.save(temporary / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
+    (temporary / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(temporary, path)
 
 
-def _load_npz(path: str | os.PathLike, expected_class: str) -> tuple[dict[str, np.ndarray], dict]:
-    with np.load(path, allow_pickle=False) as archive:
-        arrays = {name: archive[name] for name in archive.files}
-    if "config_json" not in arrays:
-        raise ValueError(f"{path} is not an index file written by `save` (no `config_json`)")
-    config = json.loads(str(arrays.pop("config_json")))
+def _load_arrays(path: str | os.PathLike, expected_class: str, mmap: bool = False):
+    path = Path(path)
+    if path.is_dir():
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise ValueError(f"{path} is not an index folder written by `save` (no config.json)")
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        arrays = {
+            file.stem: np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
+            for file in sorted(path.glob("*.npy"))
+        }
+    else:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+        if "config_json" not in arrays:
+            raise ValueError(f"{path} is not an index file written by `save` (no `config_json`)")
+        config = json.loads(str(arrays.pop("config_json")))
     if config.get("class") != expected_class:
         raise ValueError(f"{path} holds a {config.get('class')!r}, not a {expected_class!r}")
     return arrays, config
@@ -239,7 +355,7 @@ def _load_npz(path: str | os.PathLike, expected_class: str) -> tuple[dict[str, n
 
 
 class SparseLexiconIndex:
-    """Inverted index over pruned, L2-normalised lexicon vectors (unify.md §12.2).
+    """Inverted index over pruned, L2-normalised lexicon vectors, in segments.
 
     Args:
         vocab_size: number of dimensions (30522 for BERT's vocabulary); default: taken from the first `add`.
@@ -248,9 +364,12 @@ class SparseLexiconIndex:
         query_top_k, query_threshold: the same for queries, applied at `search`.
         normalize: `"before_pruning"` (default), `"after_pruning"` or `"none"`; see the module docstring.
         chunk_size: vectors normalised and pruned together in `add` (bounds its temporary memory).
+        max_segments: segments kept before the smallest adjacent pair is merged.
 
-    Storage: `self.postings`, a `scipy.sparse.csr_matrix` `(vocab_size, num_documents)` float32 with
-    int32 indices (one row = one word's posting list), built lazily from the added documents.
+    Storage: `self.segments`, a list of `scipy.sparse.csr_matrix` `(vocab_size, segment_documents)`
+    float32 with int32 indices (row j = posting list of word j within the segment), covering consecutive
+    document positions. `add` only queues documents; they are inverted (on their own) by the next
+    `build`, which `search` runs.
     """
 
     def __init__(
@@ -263,6 +382,7 @@ class SparseLexiconIndex:
         query_threshold: float | None = None,
         normalize: str = "before_pruning",
         chunk_size: int = 4096,
+        max_segments: int = DEFAULT_MAX_SEGMENTS,
     ) -> None:
         if normalize not in NORMALIZE_MODES:
             raise ValueError(f"`normalize` must be one of {NORMALIZE_MODES}, got {normalize!r}")
@@ -273,9 +393,10 @@ class SparseLexiconIndex:
         self.query_threshold = _check_threshold(query_threshold, "query_threshold")
         self.normalize = normalize
         self.chunk_size = _check_positive_int_or_none(chunk_size, "chunk_size")
+        self.max_segments = _check_positive_int_or_none(max_segments, "max_segments")
         self._ids = _IdStore()
         self._pending: list[sp.csr_matrix] = []  # document rows added since the last build
-        self._postings: sp.csr_matrix | None = None  # (vocab_size, num_built_documents)
+        self._segments: list[sp.csr_matrix] = []  # inverted, consecutive positions
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -322,6 +443,7 @@ class SparseLexiconIndex:
         return sp.csr_matrix(weights.numpy())
 
     def _prune_sparse(self, block: sp.csr_matrix, top_k: int | None, threshold: float | None) -> sp.csr_matrix:
+        block = block.copy()  # never modify the caller's matrix (sum_duplicates and normalisation are in place)
         block.sum_duplicates()  # canonical: sorted indices, no repeats
         block.eliminate_zeros()
         if self.normalize == "before_pruning":
@@ -346,7 +468,7 @@ class SparseLexiconIndex:
         """Add documents.
 
         Args:
-            ids: one int or str per row (one kind per index, unique).
+            ids: one int or str per row (one kind per index, unique among the live documents).
             vectors: `[N, vocab_size]` lexicon vectors: torch tensor, numpy array or scipy sparse matrix.
         """
         self._add_prepared(ids, self._prepare(vectors, self.top_k, self.threshold, "vectors"))
@@ -356,36 +478,65 @@ class SparseLexiconIndex:
         if matrix.shape[0]:
             self._pending.append(matrix)
 
+    def delete(self, ids: Sequence[int] | Sequence[str]) -> None:
+        """Delete documents by id (tombstones: their entries stay until `compact`, but are never returned)."""
+        self._ids.delete(ids)
+
     def build(self) -> None:
-        """Merge the documents added since the last build into the inverted index (run by `search`)."""
+        """Invert the documents added since the last build into one new segment, then merge adjacent small
+        segments while there are more than `max_segments` (run by `search`)."""
         if not self._pending:
             return
-        blocks = ([self._postings.T.tocsr()] if self._postings is not None else []) + self._pending
-        documents = blocks[0] if len(blocks) == 1 else sp.vstack(blocks, format="csr")
+        documents = self._pending[0] if len(self._pending) == 1 else sp.vstack(self._pending, format="csr")
         self._pending = []
         # Transposing a CSR gives its CSC view; converting that to CSR lays out one posting list per word.
-        self._postings = _with_int32_indices(documents.T.tocsr())
+        self._segments.append(_with_int32_indices(documents.T.tocsr()))
+        while len(self._segments) > self.max_segments:
+            sizes = [segment.shape[1] for segment in self._segments]
+            pair = int(np.argmin([sizes[i] + sizes[i + 1] for i in range(len(sizes) - 1)]))
+            merged = sp.hstack(self._segments[pair : pair + 2], format="csr")
+            self._segments[pair : pair + 2] = [_with_int32_indices(merged)]
+
+    def compact(self) -> None:
+        """Drop deleted documents physically and merge everything into one segment; positions are
+        renumbered (ids are kept)."""
+        self.build()
+        if not self._segments:
+            return
+        postings = self._merged_postings()
+        alive = self._ids.alive_mask
+        ids = self._ids.array[alive]
+        self._segments = [_with_int32_indices(postings[:, np.flatnonzero(alive)].tocsr())] if len(ids) else []
+        self._ids = _IdStore.from_arrays(ids)
+
+    def _merged_postings(self) -> sp.csr_matrix:
+        if len(self._segments) > 1:
+            self._segments = [_with_int32_indices(sp.hstack(self._segments, format="csr"))]
+        return self._segments[0]
+
+    @property
+    def segments(self) -> list[sp.csr_matrix]:
+        self.build()
+        return list(self._segments)
 
     @property
     def postings(self) -> sp.csr_matrix:
-        """The inverted index, `(vocab_size, num_documents)` CSR: row j = posting list of word j."""
+        """The whole inverted index as one `(vocab_size, num_positions)` CSR (merges the segments; deleted
+        documents keep their columns until `compact`)."""
         self.build()
-        if self._postings is None:
+        if not self._segments:
             raise ValueError("the index is empty: call `add` first")
-        return self._postings
+        return self._merged_postings()
 
     @property
     def num_entries(self) -> int:
-        """Stored (document, word) weights."""
-        return 0 if not len(self) else int(self.postings.nnz)
+        """Stored (document, word) weights, deleted documents' included until `compact`."""
+        return int(sum(segment.nnz for segment in self.segments))
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the inverted index's arrays (data + indices + indptr)."""
-        if not len(self):
-            return 0
-        postings = self.postings
-        return int(postings.data.nbytes + postings.indices.nbytes + postings.indptr.nbytes)
+        """Bytes of the inverted index's arrays (data + indices + indptr of every segment)."""
+        return int(sum(s.data.nbytes + s.indices.nbytes + s.indptr.nbytes for s in self.segments))
 
     # ---- search ----
 
@@ -398,12 +549,24 @@ class SparseLexiconIndex:
     def _batch_size(self, batch_size: int | None) -> int:
         if batch_size is not None:
             return _check_positive_int_or_none(batch_size, "batch_size")
-        return max(1, DEFAULT_SCORE_BLOCK_BYTES // (4 * max(len(self), 1)))
+        return max(1, DEFAULT_SCORE_BLOCK_BYTES // (4 * max(self._ids.num_positions, 1)))
 
-    def score_all(self, queries: sp.csr_matrix) -> np.ndarray:
-        """Exact scores `[Q, num_documents]` float32 of prepared queries against every document: the sparse
-        product touches only the posting lists of each query's words; untouched documents score 0."""
-        return np.asarray((queries @ self.postings).toarray(), dtype=np.float32)
+    def score_all(self, queries: sp.csr_matrix, *, mask_deleted: bool = True) -> np.ndarray:
+        """Exact scores `[Q, num_positions]` float32 of prepared queries against every document position: the
+        sparse products touch only the posting lists of each query's words; untouched documents score 0,
+        deleted ones `-inf` (unless `mask_deleted=False`)."""
+        segments = self.segments
+        if not segments:
+            raise ValueError("the index is empty: call `add` first")
+        scores = np.empty((queries.shape[0], self._ids.num_positions), dtype=np.float32)
+        start = 0
+        for segment in segments:
+            stop = start + segment.shape[1]
+            scores[:, start:stop] = (queries @ segment).toarray()
+            start = stop
+        if mask_deleted and self._ids.has_deleted:
+            scores[:, ~self._ids.alive_mask] = -np.inf
+        return scores
 
     def search(self, query_vectors: Any, k: int, *, batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-`k` documents per query.
@@ -422,7 +585,9 @@ class SparseLexiconIndex:
     def search_positions(self, query_vectors: Any, k: int, *, batch_size: int | None = None):
         """As `search`, returning row positions (int64) instead of ids."""
         k = min(_check_k(k), self._check_not_empty())
-        queries = self.prepare_queries(query_vectors)
+        return self._search_prepared(self.prepare_queries(query_vectors), k, batch_size=batch_size)
+
+    def _search_prepared(self, queries: sp.csr_matrix, k: int, *, batch_size: int | None = None):
         batch = self._batch_size(batch_size)
         positions, scores = [], []
         for start in range(0, queries.shape[0], batch):
@@ -451,41 +616,43 @@ class SparseLexiconIndex:
             "query_threshold": self.query_threshold,
             "normalize": self.normalize,
             "chunk_size": self.chunk_size,
+            "max_segments": self.max_segments,
         }
 
     def _state(self) -> dict[str, np.ndarray]:
-        if not len(self):
-            return {"ids": self._ids.array}
-        postings = self.postings
-        return {
-            "ids": self._ids.array,
-            "data": postings.data,
-            "indices": postings.indices,
-            "indptr": postings.indptr,
-        }
+        state = self._ids.state()
+        if self._ids.num_positions:
+            postings = self.postings
+            state.update({"data": postings.data, "indices": postings.indices, "indptr": postings.indptr})
+        return state
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the index (settings, ids, posting lists) to one `.npz` file at `path`."""
-        _save_npz(path, self._state(), self._config())
+        """Write the index (settings, ids, tombstones, posting lists): one `.npz` archive when `path` ends in
+        `.npz`, otherwise a folder of `.npy` files that `load(path, mmap=True)` can map."""
+        _save_arrays(path, self._state(), self._config())
 
     @classmethod
     def _from_state(cls, arrays: dict[str, np.ndarray], config: dict) -> "SparseLexiconIndex":
         settings = {key: value for key, value in config.items() if key != "class"}
         index = cls(**settings)
-        index._ids = _IdStore.from_array(arrays["ids"])
-        if len(index._ids):
-            shape = (index.vocab_size, len(index._ids))
-            index._postings = sp.csr_matrix((arrays["data"], arrays["indices"], arrays["indptr"]), shape=shape)
+        index._ids = _IdStore.from_arrays(arrays["ids"], arrays.get("alive"))
+        if index._ids.num_positions:
+            shape = (index.vocab_size, index._ids.num_positions)
+            # Built without `check`/copies, so memory-mapped arrays stay mapped.
+            postings = sp.csr_matrix(shape, dtype=np.float32)
+            postings.data, postings.indices, postings.indptr = arrays["data"], arrays["indices"], arrays["indptr"]
+            index._segments = [postings]
         return index
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "SparseLexiconIndex":
-        """Read an index written by `save`."""
-        return cls._from_state(*_load_npz(path, "SparseLexiconIndex"))
+    def load(cls, path: str | os.PathLike, *, mmap: bool = False) -> "SparseLexiconIndex":
+        """Read an index written by `save`. `mmap=True` (folders only) maps the posting arrays read-only
+        instead of reading them: loading is instant and the pages are shared with other processes."""
+        return cls._from_state(*_load_arrays(path, "SparseLexiconIndex", mmap=mmap))
 
 
 def _with_int32_indices(matrix: sp.csr_matrix) -> sp.csr_matrix:
-    """CSR with int32 `indices` (decisions.md item 28), and int32 `indptr` while the entry count fits."""
+    """CSR with int32 `indices`, and int32 `indptr` while the entry count fits."""
     matrix.indices = matrix.indices.astype(np.int32, copy=False)
     pointer_type = np.int32 if matrix.nnz < np.iinfo(np.int32).max else np.int64
     matrix.indptr = matrix.indptr.astype(pointer_type, copy=False)
@@ -525,7 +692,7 @@ class DenseIndex:
 
     Args:
         dim: vector size (default: taken from the first `add`).
-        metric: `"cosine"` (vectors and queries L2-normalised, eps 1e-8 as in unify.md §6) or `"inner_product"`.
+        metric: `"cosine"` (vectors and queries L2-normalised, `x / max(||x||, 1e-8)`) or `"inner_product"`.
         backend: `"auto"` (FAISS when importable, else torch), `"faiss"` or `"torch"`.
         chunk_size: gallery rows scored per torch matmul (bounds the torch backend's memory).
 
@@ -577,9 +744,22 @@ class DenseIndex:
         else:
             self._chunks.append(array)
 
+    def delete(self, ids: Sequence[int] | Sequence[str]) -> None:
+        """Delete documents by id (tombstones until `compact`; never returned by `search`)."""
+        self._ids.delete(ids)
+
+    def compact(self) -> None:
+        """Drop deleted vectors physically; positions are renumbered (ids are kept)."""
+        if not self._ids.has_deleted:
+            return
+        alive = self._ids.alive_mask
+        vectors, ids = self.vectors[alive], self._ids.array[alive]
+        self._ids, self._chunks, self._faiss_index = _IdStore(), [], None
+        self._add_prepared(ids.tolist(), np.ascontiguousarray(vectors))
+
     @property
     def vectors(self) -> np.ndarray:
-        """`[N, dim]` stored vectors (normalised under `"cosine"`)."""
+        """`[num_positions, dim]` stored vectors (normalised under `"cosine"`), deleted ones included."""
         if self.backend == "faiss":
             if self._faiss_index is None:
                 return np.zeros((0, self.dim or 0), dtype=np.float32)
@@ -597,7 +777,7 @@ class DenseIndex:
 
     @property
     def nbytes(self) -> int:
-        return len(self) * (self.dim or 0) * 4
+        return self._ids.num_positions * (self.dim or 0) * 4
 
     def prepare_queries(self, query_vectors: Any) -> np.ndarray:
         if self.dim is None:
@@ -622,20 +802,43 @@ class DenseIndex:
         k = _check_k(k)
         if not len(self):
             raise ValueError("the index is empty: call `add` first")
-        k = min(k, len(self))
-        queries = self.prepare_queries(query_vectors)
+        return self._search_prepared(self.prepare_queries(query_vectors), min(k, len(self)))
+
+    def _search_prepared(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if self.backend == "faiss":
-            scores, positions = self._faiss_index.search(queries, k)
-            return positions.astype(np.int64), scores.astype(np.float32)
+            # Tombstones: ask for as many more as there are deleted vectors, then drop those.
+            extra = self._ids.num_deleted
+            scores, positions = self._faiss_index.search(queries, min(k + extra, self._ids.num_positions))
+            positions = positions.astype(np.int64)
+            if extra:
+                alive = self._ids.alive_mask[positions]
+                order = np.argsort(~alive, axis=1, kind="stable")[:, :k]  # live ones first, order kept
+                positions, scores = np.take_along_axis(positions, order, 1), np.take_along_axis(scores, order, 1)
+            return positions[:, :k], scores[:, :k].astype(np.float32)
         return self._search_torch(torch.from_numpy(queries), k)
+
+    def score_all(self, queries: np.ndarray) -> np.ndarray:
+        """`[Q, num_positions]` float32 scores of prepared queries against every stored vector (deleted: -inf)."""
+        gallery = _readonly_tensor(self.vectors)
+        scores = torch.cat(
+            [torch.from_numpy(queries) @ gallery[start : start + self.chunk_size].T
+             for start in range(0, gallery.shape[0], self.chunk_size)],
+            dim=1,
+        ).numpy()
+        if self._ids.has_deleted:
+            scores[:, ~self._ids.alive_mask] = -np.inf
+        return scores
 
     def _search_torch(self, queries: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Running top-k over gallery chunks: memory `Q x (chunk_size + k)`, never `Q x N`."""
-        gallery = torch.from_numpy(self.vectors)
+        gallery = _readonly_tensor(self.vectors)
+        dead = None if not self._ids.has_deleted else torch.from_numpy(~self._ids.alive_mask)
         best_scores = torch.full((queries.shape[0], 0), float("-inf"))
         best_positions = torch.zeros((queries.shape[0], 0), dtype=torch.long)
         for start in range(0, gallery.shape[0], self.chunk_size):
             chunk_scores = queries @ gallery[start : start + self.chunk_size].T
+            if dead is not None:
+                chunk_scores.masked_fill_(dead[start : start + chunk_scores.shape[1]], float("-inf"))
             chunk_positions = torch.arange(start, start + chunk_scores.shape[1]).expand_as(chunk_scores)
             candidate_scores = torch.cat([best_scores, chunk_scores], dim=1)
             candidate_positions = torch.cat([best_positions, chunk_positions], dim=1)
@@ -649,30 +852,30 @@ class DenseIndex:
         return {"class": "DenseIndex", "dim": self.dim, "metric": self.metric, "chunk_size": self.chunk_size}
 
     def _state(self) -> dict[str, np.ndarray]:
-        return {"ids": self._ids.array, "vectors": self.vectors}
+        return {**self._ids.state(), "vectors": self.vectors}
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the index (settings, ids, stored vectors) to one `.npz` file at `path`."""
-        _save_npz(path, self._state(), self._config())
+        """Write the index (settings, ids, tombstones, stored vectors): a `.npz` archive or a folder."""
+        _save_arrays(path, self._state(), self._config())
 
     @classmethod
     def _from_state(cls, arrays: dict[str, np.ndarray], config: dict, backend: str = "auto") -> "DenseIndex":
         index = cls(config["dim"], metric=config["metric"], backend=backend, chunk_size=config["chunk_size"])
-        ids = arrays["ids"]
-        if len(ids):
-            index._ids = _IdStore.from_array(ids)
-            vectors = np.ascontiguousarray(arrays["vectors"], dtype=np.float32)  # stored already normalised
+        index._ids = _IdStore.from_arrays(arrays["ids"], arrays.get("alive"))
+        if index._ids.num_positions:
+            vectors = arrays["vectors"]  # stored already normalised; a memory map stays one for `torch`
             if index.backend == "faiss":
                 index._faiss_index = faiss.IndexFlatIP(index.dim)
-                index._faiss_index.add(vectors)
+                index._faiss_index.add(np.ascontiguousarray(vectors, dtype=np.float32))
             else:
                 index._chunks = [vectors]
         return index
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, backend: str = "auto") -> "DenseIndex":
-        """Read an index written by `save` (with either backend)."""
-        arrays, config = _load_npz(path, "DenseIndex")
+    def load(cls, path: str | os.PathLike, *, backend: str = "auto", mmap: bool = False) -> "DenseIndex":
+        """Read an index written by `save` (with either backend); `mmap=True` maps a folder's vectors
+        (torch backend; FAISS copies them into its own index)."""
+        arrays, config = _load_arrays(path, "DenseIndex", mmap=mmap)
         return cls._from_state(arrays, config, backend=backend)
 
 
@@ -681,17 +884,34 @@ class DenseIndex:
 # ---------------------------------------------------------------------------------------------------
 
 
+def threshold_bound(latent_tail, lexicon_tail, fusion_weights, margin: float = SCORE_ROUNDING_MARGIN):
+    """Upper bound of the fused score of any document in neither candidate list (threshold algorithm).
+
+    A document outside the latent top-`d` has latent score <= the `d`-th latent score (`latent_tail`), and
+    outside the lexicon top-`d` lexicon score <= `lexicon_tail`; with non-negative weights its fused score is
+    at most `w_latent * latent_tail + w_lexicon * lexicon_tail` (plus a rounding margin on each side).
+    When the `k`-th fused score found among the candidates is strictly above this bound, the candidates'
+    top-`k` is the exact top-`k` of the whole gallery.
+    """
+    w_latent, w_lexicon = fusion_weights
+    return w_latent * (latent_tail + margin) + w_lexicon * (lexicon_tail + margin)
+
+
 class FusedIndex:
-    """UNIFY's fused search: `w_latent * cos(latent) + w_lexicon * lexicon score` (unify.md §6, §12.2).
+    """UNIFY's fused search: `w_latent * cos(latent) + w_lexicon * lexicon score`, exact by default.
 
     Args:
         latent_index: an empty `DenseIndex` (default: `DenseIndex(metric="cosine")`).
         lexicon_index: an empty `SparseLexiconIndex` (default: no pruning, normalised before pruning).
         fusion_weights: `(w_latent, w_lexicon)`, both >= 0; `tuple(model.config.fusion_weights)` (1:1).
-        depth: candidates taken from each side per query before the exact rescoring.
+        depth: candidates taken from each side per query in the first round of the search.
+        max_depth: the deepest candidate lists tried before an uncertified query is scored in full
+            (default: an eighth of the gallery, at least `4 * depth`).
 
     `add(ids, (latent [N, d], lexicon [N, V]))` and `search((latent [Q, d], lexicon [Q, V]), k)` take the
-    pairs `UnifyModel.get_video_features` / `get_text_features` return.
+    `pooler_output` and `lexicon_embeds` of `UnifyModel.get_video_features` / `get_text_features`.
+    "Exact" means: the top-`k` by the fused score of the stored vectors (after the lexicon index's pruning,
+    if it prunes), the ranking brute force over the same vectors gives.
     """
 
     def __init__(
@@ -701,6 +921,7 @@ class FusedIndex:
         *,
         fusion_weights: Sequence[float] = (1.0, 1.0),
         depth: int = 100,
+        max_depth: int | None = None,
     ) -> None:
         self.latent_index = latent_index if latent_index is not None else DenseIndex(metric="cosine")
         self.lexicon_index = lexicon_index if lexicon_index is not None else SparseLexiconIndex()
@@ -711,6 +932,8 @@ class FusedIndex:
             raise ValueError(f"`fusion_weights` must be two finite numbers >= 0, got {fusion_weights!r}")
         self.fusion_weights = (weights[0], weights[1])
         self.depth = _check_positive_int_or_none(depth, "depth")
+        self.max_depth = _check_positive_int_or_none(max_depth, "max_depth")
+        self.last_search_stats: dict = {}
 
     def __len__(self) -> int:
         return len(self.latent_index)
@@ -727,40 +950,65 @@ class FusedIndex:
     def add(self, ids: Sequence[int] | Sequence[str], vectors: tuple[Any, Any]) -> None:
         """Add documents: `vectors = (latent [N, d], lexicon [N, V])` under `ids`."""
         latent, lexicon = self._split(vectors, "vectors")
-        # Prepare (and so validate) both halves before either index changes: a bad call changes nothing.
+        # Prepare (and so validate) both halves and the ids before either index changes: a bad call changes nothing.
         latent = self.latent_index._prepare(latent, "vectors[0]")
         lexicon_index = self.lexicon_index
         lexicon = lexicon_index._prepare(lexicon, lexicon_index.top_k, lexicon_index.threshold, "vectors[1]")
-        self.latent_index._add_prepared(ids, latent)  # checks the ids; the lexicon half then accepts them too
+        self.latent_index._ids.check_new(ids, latent.shape[0])
+        self.latent_index._add_prepared(ids, latent)
         self.lexicon_index._add_prepared(ids, lexicon)
+
+    def delete(self, ids: Sequence[int] | Sequence[str]) -> None:
+        """Delete documents by id from both halves."""
+        ids = list(ids.tolist() if isinstance(ids, np.ndarray) else ids)
+        self.latent_index.delete(ids)  # raises before anything changes when an id is unknown
+        self.lexicon_index.delete(ids)
+
+    def compact(self) -> None:
+        self.latent_index.compact()
+        self.lexicon_index.compact()
+
+    def _max_depth(self, depth: int, size: int) -> int:
+        if self.max_depth is not None:
+            return max(self.max_depth, depth)
+        return max(size // 8, 4 * depth)
 
     def search(
         self,
         query_vectors: tuple[Any, Any],
         k: int,
         *,
+        exact: bool = True,
         depth: int | None = None,
         batch_size: int | None = None,
         return_exact: bool = False,
     ):
         """Top-`k` documents per query by the fused score.
 
-        Candidates: the union of the latent top-`depth` and the lexicon top-`depth`; each is rescored exactly
-        (latent cosine from the stored vectors, lexicon score from the inverted index) and fused.
-
-        Exactness certificate: a document in neither list has latent <= `L_d` and lexicon <= `X_d` (the
-        depth-th scores of each list), so its fused score is at most `w0 * L_d + w1 * X_d`. When the k-th
-        fused score found is strictly above that bound, the top-`k` equals the brute-force fused top-`k`.
+        Round 1: the union of the latent top-`depth` and the lexicon top-`depth` is rescored exactly (latent
+        cosine from the stored vectors, lexicon score from the inverted index) and fused. The threshold bound
+        (:func:`threshold_bound`) then proves, per query, whether that top-`k` is the gallery's. Because the
+        lexicon index scores every document anyway, a tighter bound follows for the rest: a document outside
+        the latent list scores at most `w_latent * L_depth + w_lexicon * (its own lexicon score)`; when at most
+        `4 * depth` documents can reach the `k`-th score that way, they are scored exactly and the query is
+        proven in the same round. With
+        `exact=True` (default) the queries without a proof are searched again with lists 4x deeper, up to
+        `max_depth`, and those still unproven are scored against every document (brute force), so every
+        returned ranking is exact. With `exact=False` only round 1 runs: an approximation whose `exact`
+        flags say which queries are nevertheless proven.
 
         Args:
             query_vectors: `(latent [Q, d], lexicon [Q, V])`.
             k: results per query, capped by the number of documents.
-            depth: candidates per side (default `self.depth`); `depth >= len(self)` is brute force.
+            exact: deepen / fall back until every query is exact (default), or stop after round 1.
+            depth: candidates per side in round 1 (default `self.depth`); `depth >= len(self)` is brute force.
             batch_size: queries per lexicon score block (see `SparseLexiconIndex.search`).
-            return_exact: also return `exact` `[Q]` bool, the certificate above.
+            return_exact: also return `exact` `[Q]` bool: what was proven for each query.
 
         Returns:
             `(ids [Q, k'], scores [Q, k'] float32)` (plus `exact` if asked), best first, `k' = min(k, len(self))`.
+            `self.last_search_stats` counts the queries proven in round 1, by deeper lists, by full scoring, and
+            (`lexicon_bound`, included in the first two) those proven by the per-document lexicon bound.
         """
         k = _check_k(k)
         if not len(self):
@@ -771,32 +1019,91 @@ class FusedIndex:
         latent, lexicon = self._split(query_vectors, "query_vectors")
         latent_queries = self.latent_index.prepare_queries(latent)
         lexicon_queries = self.lexicon_index.prepare_queries(lexicon)
-        latent_positions, latent_scores = self.latent_index.search_positions(latent, depth)
-        w_latent, w_lexicon = self.fusion_weights
+        num_queries = latent_queries.shape[0]
+        positions = np.zeros((num_queries, k), dtype=np.int64)
+        scores = np.zeros((num_queries, k), dtype=np.float32)
+        proven = np.zeros(num_queries, dtype=bool)
+        stats = {"queries": num_queries, "round_1": 0, "lexicon_bound": 0, "deeper_lists": 0, "full_scoring": 0}
         batch = self.lexicon_index._batch_size(batch_size)
-        if batch_size is None:  # also bound the gathered candidate vectors [batch, 2 * depth, dim]
-            batch = max(1, min(batch, DEFAULT_SCORE_BLOCK_BYTES // (4 * 2 * depth * self.latent_index.dim)))
-        results = [[], [], []]
-        for start in range(0, latent_queries.shape[0], batch):
-            stop = min(start + batch, latent_queries.shape[0])
-            lexicon_all = torch.from_numpy(self.lexicon_index.score_all(lexicon_queries[start:stop]))  # [b, N]
-            lexicon_top_scores, lexicon_top_positions = torch.topk(lexicon_all, depth, dim=1)
-            # Candidates [b, 2*depth]: duplicates are harmless (same exact score), removed after ranking.
-            candidates = torch.cat([torch.from_numpy(latent_positions[start:stop]), lexicon_top_positions], dim=1)
-            candidate_latent = self._latent_scores(latent_queries[start:stop], candidates)
-            candidate_lexicon = torch.gather(lexicon_all, 1, candidates)
-            fused = w_latent * candidate_latent + w_lexicon * candidate_lexicon
-            positions, scores = _unique_topk(candidates, fused, k)
-            # FAISS and `_latent_scores` may round the same latent cosine differently: keep a small margin.
-            latent_bound = torch.from_numpy(latent_scores[start:stop, -1]) + LATENT_ROUNDING_MARGIN
-            bound = w_latent * latent_bound + w_lexicon * lexicon_top_scores[:, -1]
-            exact = (scores[:, -1] > bound) | torch.tensor(depth >= size)
-            results[0].append(positions.numpy())
-            results[1].append(scores.numpy().astype(np.float32))
-            results[2].append(exact.numpy())
-        positions, scores, exact = (np.concatenate(parts) for parts in results)
+        max_depth = self._max_depth(depth, size)
+        for start in range(0, num_queries, batch):
+            rows = np.arange(start, min(start + batch, num_queries))
+            # The lexicon index scores every document of a query anyway (its search is exhaustive): keep the
+            # block, so that deeper lexicon lists and the candidates' exact lexicon scores cost nothing more.
+            lexicon_all = torch.from_numpy(self.lexicon_index.score_all(lexicon_queries[rows]))  # [b, N]
+            current_depth, pending = depth, np.arange(len(rows))
+            while len(pending):
+                found = self._candidates_round(
+                    latent_queries[rows[pending]], lexicon_all[pending], k, current_depth
+                )
+                batch_positions, batch_scores, batch_proven, by_lexicon = found
+                stats["lexicon_bound"] += by_lexicon
+                take = batch_proven | (not exact)
+                positions[rows[pending[take]]] = batch_positions[take]
+                scores[rows[pending[take]]] = batch_scores[take]
+                proven[rows[pending[take]]] = batch_proven[take]
+                stats["round_1" if current_depth == depth else "deeper_lists"] += int(batch_proven.sum())
+                pending = pending[~take]
+                if not len(pending):
+                    break
+                if current_depth >= max_depth or current_depth >= size:
+                    full_positions, full_scores = self._full_scoring(latent_queries[rows[pending]], lexicon_all[pending], k)
+                    positions[rows[pending]], scores[rows[pending]] = full_positions, full_scores
+                    proven[rows[pending]] = True
+                    stats["full_scoring"] += len(pending)
+                    break
+                current_depth = min(current_depth * 4, max_depth, size)
+        self.last_search_stats = stats
         ids = self.latent_index._ids.take(positions)
-        return (ids, scores, exact) if return_exact else (ids, scores)
+        return (ids, scores, proven) if return_exact else (ids, scores)
+
+    def _candidates_round(self, latent_queries: np.ndarray, lexicon_all: torch.Tensor, k: int, depth: int):
+        """One round of candidate search at `depth` for prepared latent queries `[b, d]` and the exact
+        lexicon scores `[b, N]`: `(positions [b, k], fused scores [b, k], proven [b])`."""
+        latent_positions, latent_scores = self.latent_index._search_prepared(latent_queries, depth)
+        lexicon_top_scores, lexicon_top_positions = torch.topk(lexicon_all, depth, dim=1)
+        # Candidates [b, 2*depth]: duplicates are harmless (same exact score), removed after ranking.
+        candidates = torch.cat([torch.from_numpy(latent_positions), lexicon_top_positions], dim=1)
+        candidate_latent = self._latent_scores(latent_queries, candidates)
+        candidate_lexicon = torch.gather(lexicon_all, 1, candidates)
+        w_latent, w_lexicon = self.fusion_weights
+        fused = w_latent * candidate_latent + w_lexicon * candidate_lexicon
+        positions, scores = _unique_topk(candidates, fused, k)
+        size = len(self)
+        if depth >= size:
+            proven = torch.ones(len(latent_queries), dtype=torch.bool)
+            return positions.numpy(), scores.numpy().astype(np.float32), proven.numpy(), 0
+        latent_tail = torch.from_numpy(latent_scores[:, -1])
+        proven = scores[:, -1] > threshold_bound(latent_tail, lexicon_top_scores[:, -1], self.fusion_weights)
+        # The lexicon score of every document is known (`lexicon_all`), so a tighter bound holds for a document
+        # outside the latent list: fused <= w_latent * L_depth + w_lexicon * its own lexicon score. Only the
+        # documents whose own bound reaches the k-th score found can still enter the top-k: score those
+        # exactly (when they are few) and the result is proven too (threshold algorithm with random access).
+        positions, scores = positions.numpy(), scores.numpy().astype(np.float32)
+        proven, by_lexicon = proven.numpy(), 0
+        margin = SCORE_ROUNDING_MARGIN
+        for row in np.flatnonzero(~proven):
+            needed = scores[row, -1] - w_latent * (float(latent_tail[row]) + margin) - w_lexicon * margin
+            reachable = torch.nonzero(w_lexicon * lexicon_all[row] >= needed).flatten()
+            if len(reachable) > 4 * depth:
+                continue  # too many: deeper lists (or full scoring) settle this query
+            extra = reachable[None]
+            extra_fused = w_latent * self._latent_scores(latent_queries[row : row + 1], extra) + w_lexicon * lexicon_all[
+                row, reachable
+            ][None]
+            merged = torch.cat([torch.from_numpy(positions[row : row + 1]), extra], dim=1)
+            merged_scores = torch.cat([torch.from_numpy(scores[row : row + 1]), extra_fused], dim=1)
+            row_positions, row_scores = _unique_topk(merged, merged_scores, k)
+            positions[row], scores[row] = row_positions[0].numpy(), row_scores[0].numpy()
+            proven[row], by_lexicon = True, by_lexicon + 1
+        return positions, scores, proven, by_lexicon
+
+    def _full_scoring(self, latent_queries: np.ndarray, lexicon_all: torch.Tensor, k: int):
+        """Brute force: fused scores against every document, `[b, N]`, then top-`k`."""
+        w_latent, w_lexicon = self.fusion_weights
+        latent_all = torch.from_numpy(self.latent_index.score_all(latent_queries))
+        fused = w_latent * latent_all + w_lexicon * lexicon_all
+        return _topk_positions(fused, k)
 
     def _latent_scores(self, queries: np.ndarray, candidates: torch.Tensor) -> torch.Tensor:
         """`[b, C]` exact latent scores of prepared queries `[b, d]` against candidate positions `[b, C]`."""
@@ -807,27 +1114,28 @@ class FusedIndex:
     # ---- persistence ----
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write both halves and the fusion settings to one `.npz` file at `path`."""
+        """Write both halves and the fusion settings: a `.npz` archive or a folder (see `SparseLexiconIndex.save`)."""
         arrays = {f"latent__{name}": value for name, value in self.latent_index._state().items()}
         arrays.update({f"lexicon__{name}": value for name, value in self.lexicon_index._state().items()})
         config = {
             "class": "FusedIndex",
             "fusion_weights": list(self.fusion_weights),
             "depth": self.depth,
+            "max_depth": self.max_depth,
             "latent": self.latent_index._config(),
             "lexicon": self.lexicon_index._config(),
         }
-        _save_npz(path, arrays, config)
+        _save_arrays(path, arrays, config)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, backend: str = "auto") -> "FusedIndex":
+    def load(cls, path: str | os.PathLike, *, backend: str = "auto", mmap: bool = False) -> "FusedIndex":
         """Read an index written by `save`; `backend` picks the latent half's backend."""
-        arrays, config = _load_npz(path, "FusedIndex")
+        arrays, config = _load_arrays(path, "FusedIndex", mmap=mmap)
 
         def part(prefix: str) -> dict[str, np.ndarray]:
             return {name[len(prefix) :]: value for name, value in arrays.items() if name.startswith(prefix)}
 
-        index = cls(fusion_weights=config["fusion_weights"], depth=config["depth"])
+        index = cls(fusion_weights=config["fusion_weights"], depth=config["depth"], max_depth=config.get("max_depth"))
         index.latent_index = DenseIndex._from_state(part("latent__"), config["latent"], backend=backend)
         index.lexicon_index = SparseLexiconIndex._from_state(part("lexicon__"), config["lexicon"])
         return index
