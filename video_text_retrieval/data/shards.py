@@ -61,7 +61,7 @@ import torch
 from processors import FRAME_SAMPLING_STRATEGIES, load_video
 from processors.image_io import decode_image
 
-from ..training import augment_clip
+from ..training.data import augment_clip
 from .shard_format import IMAGE_EXTENSIONS, INDEX_FILE, VIDEO_EXTENSIONS
 
 __all__ = [

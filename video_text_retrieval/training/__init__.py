@@ -15,7 +15,7 @@ Modules, each one concept:
 """
 
 from .arguments import DataArguments, EvaluationArguments, ModelArguments, RetrievalTrainingArguments, RunArguments, parse_arguments
-from .data import ClipAugmentation, EvalVideosDataset, TrainPairsDataset, UnreadableVideoError, collate_pairs, seed_for_step
+from .data import ClipAugmentation, EvalVideosDataset, TrainPairsDataset, UnreadableVideoError, augment_clip, collate_pairs, seed_for_step
 from .distributed import gather_with_grad
 from .loop import NonFiniteLossError, main, run
 from .tasks import TASKS, RetrievalTrainingModule, StepContext, TMassTask, UnifyTask, task_for_model
@@ -28,6 +28,7 @@ __all__ = [
     "RunArguments",
     "parse_arguments",
     "ClipAugmentation",
+    "augment_clip",
     "TrainPairsDataset",
     "EvalVideosDataset",
     "UnreadableVideoError",
