@@ -79,9 +79,9 @@ def test_unify_runs_its_three_stages(data_dir, tmp_path):
     assert 0 < lexicon["video_nonzeros_mean"] <= lexicon["vocab_size"]
     log = [json.loads(line) for line in (output / "train_log.jsonl").read_text().splitlines()]
     by_epoch = {epoch: [entry for entry in log if entry["epoch"] == epoch] for epoch in range(3)}
-    assert all(set(entry) >= {"mlm_loss"} and "flops_loss" not in entry for entry in by_epoch[0])  # stage 0: MLM only
-    assert all("flops_loss" in entry and "mlm_loss" not in entry for entry in by_epoch[1])  # stage 1
-    assert all({"flops_loss", "mlm_loss", "distill_loss"} <= set(entry) for entry in by_epoch[2])  # stage 2
+    assert all(set(entry) >= {"loss_mlm"} and "loss_flops" not in entry for entry in by_epoch[0])  # stage 0: MLM only
+    assert all("loss_flops" in entry and "loss_mlm" not in entry for entry in by_epoch[1])  # stage 1
+    assert all({"loss_flops", "loss_mlm", "loss_distill"} <= set(entry) for entry in by_epoch[2])  # stage 2
     weights = [entry["distill_weight"] for entry in by_epoch[1] + by_epoch[2]]
     assert weights[0] == pytest.approx(1.0) and weights == sorted(weights, reverse=True)
     model = AutoModel.from_pretrained(output)

@@ -38,7 +38,7 @@ from video_text_retrieval.metrics import (
     t2v_metrics,
     v2t_metrics,
 )
-from video_text_retrieval.optim import LegacyAdamW, get_warmup_cosine_schedule
+from video_text_retrieval.training.optim import LegacyAdamW, get_warmup_cosine_schedule
 
 FEATURE_ATOL = 1e-5  # CLIP features, pooled vectors (an independent re-derivation reached 1.1e-6)
 TENSOR_ATOL = 1e-5  # radius, samples, selected texts, sims (docs/tmass_design.md, "Randomness")
