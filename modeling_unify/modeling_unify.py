@@ -278,8 +278,8 @@ def make_mlm_inputs(
     mlm_probability: float = 0.15,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """BERT masking recipe (the paper masks 15 %, Sec. 4.1): choose `mlm_probability` of the non-special, non-padding tokens;
-    replace 80 % of them with [MASK], 10 % with a random token, keep 10 %.
+    """BERT masking recipe (the paper masks 15 %, Sec. 4.1): choose `mlm_probability` of the non-special,
+    non-padding tokens; replace 80 % of them with [MASK], 10 % with a random token, keep 10 %.
 
     Args:
         input_ids: `[B, L]` token ids.
