@@ -56,7 +56,7 @@ IGNORE_INDEX = -100
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Losses (paper Sec. 3.3-3.4). Small named functions, as transformers' CLIP keeps `clip_loss` in its modeling file.
+# Losses (paper Sec. 3). Small named functions, as transformers' CLIP keeps `clip_loss` in its modeling file.
 # ----------------------------------------------------------------------------------------------------------
 
 
@@ -64,12 +64,12 @@ def contrastive_loss(similarity: torch.Tensor, temperature: float) -> torch.Tens
     """Two-direction InfoNCE of Eq. (10), summed over the directions (Frozen's `NormSoftmaxLoss`).
 
     Args:
-        similarity: `[B, B]` cosine similarities of aligned pairs, video rows and text columns; the diagonal
-            holds the positives.
+        similarity: `[B, B]` cosine similarities of aligned pairs, one modality per axis (the loss is symmetric
+            in them); the diagonal holds the positives.
         temperature: the softmax temperature τ.
 
     Returns:
-        A scalar: mean over rows of −log softmax(S/τ)_ii (video→text) plus the same over columns (text→video).
+        A scalar: mean over rows of −log softmax(S/τ)_ii plus the same over columns.
     """
     if similarity.ndim != 2 or similarity.shape[0] != similarity.shape[1]:
         raise ValueError(f"`similarity` must be a square [B, B] matrix of aligned pairs, got {tuple(similarity.shape)}")
@@ -111,15 +111,16 @@ def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def self_distillation_loss(
     latent_similarity: torch.Tensor, lexicon_similarity: torch.Tensor, temperature: float
 ) -> torch.Tensor:
-    """Self-distillation of Eq. (14): the latent similarities teach the lexicon similarities (paper Sec. 3.4).
+    """Self-distillation of Eq. (14): the latent similarities teach the lexicon similarities (the paper's
+    unified learning scheme).
 
-    KL(sg(P_lat) ‖ P_lex) for the row-wise (video→text) and column-wise (text→video) softmax distributions
+    KL(sg(P_lat) ‖ P_lex) for the row-wise and the column-wise softmax distributions (both retrieval directions)
     at temperature τ, each averaged over its rows, summed over the two directions. The latent side is
     detached, so this loss sends no gradient to the latent branches.
 
     Args:
-        latent_similarity: `[B_v, B_t]` latent cosine similarities (the teacher).
-        lexicon_similarity: `[B_v, B_t]` lexicon cosine similarities (the student).
+        latent_similarity: `[B, B]` latent cosine similarities (the teacher), one modality per axis.
+        lexicon_similarity: `[B, B]` lexicon cosine similarities (the student), the same orientation.
         temperature: the softmax temperature τ.
     """
     if latent_similarity.shape != lexicon_similarity.shape:
@@ -130,7 +131,7 @@ def self_distillation_loss(
     teacher = latent_similarity.detach().float() / temperature
     student = lexicon_similarity.float() / temperature
     loss = 0.0
-    for dim in (1, 0):  # video→text rows, then text→video columns
+    for dim in (1, 0):  # row-wise, then column-wise distributions
         teacher_log_probs = F.log_softmax(teacher, dim=dim)
         student_log_probs = F.log_softmax(student, dim=dim)
         kl = (teacher_log_probs.exp() * (teacher_log_probs - student_log_probs)).sum(dim=dim)
@@ -277,8 +278,8 @@ def make_mlm_inputs(
     mlm_probability: float = 0.15,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """BERT masking recipe (the paper masks 15 %, Sec. 4.1): choose `mlm_probability` of the non-special, non-padding tokens;
-    replace 80 % of them with [MASK], 10 % with a random token, keep 10 %.
+    """BERT masking recipe (the paper masks 15 %, Sec. 4.1): choose `mlm_probability` of the non-special,
+    non-padding tokens; replace 80 % of them with [MASK], 10 % with a random token, keep 10 %.
 
     Args:
         input_ids: `[B, L]` token ids.

@@ -754,7 +754,7 @@ def test_config_output_hidden_states_and_return_dict_are_honoured():
 # --------------------------------------------------------------------------------------------------------
 
 
-def _train_text_tower_from_scratch(bag_of_words_weight: float, steps: int = 300):
+def _train_text_tower_from_scratch(bag_of_words_weight: float, steps: int = 150, batch_size: int = 32):
     """Stage 0 on the synthetic captions of seen (colour, shape) pairs; returns the model, tokenizer and the
     captions of the held-out pairs (unseen combinations of seen words)."""
     from video_text_retrieval.data.synthetic import _is_held_out, all_concept_tuples, caption_for
@@ -777,8 +777,18 @@ def _train_text_tower_from_scratch(bag_of_words_weight: float, steps: int = 300)
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3, weight_decay=0.05)
     generator = torch.Generator().manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: more threads only contend (about 7 CPU seconds in all)
+    try:
+        _stage_zero_steps(model, tokenizer, train, optimizer, generator, steps, batch_size)
+    finally:
+        torch.set_num_threads(threads)
+    return model.eval(), tokenizer, test
+
+
+def _stage_zero_steps(model, tokenizer, train, optimizer, generator, steps: int, batch_size: int) -> None:
     for _ in range(steps):
-        rows = torch.randint(len(train), (64,), generator=generator).tolist()
+        rows = torch.randint(len(train), (batch_size,), generator=generator).tolist()
         batch = tokenizer([train[i] for i in rows], padding=True, return_tensors="pt")
         mlm_input_ids, mlm_labels = model.make_mlm_inputs(
             batch["input_ids"], batch["attention_mask"], tokenizer=tokenizer, generator=generator
@@ -790,7 +800,6 @@ def _train_text_tower_from_scratch(bag_of_words_weight: float, steps: int = 300)
         optimizer.zero_grad()
         output.loss.backward()
         optimizer.step()
-    return model.eval(), tokenizer, test
 
 
 def _lexicon_grounding(model, tokenizer, captions) -> tuple[float, float]:
@@ -814,13 +823,12 @@ def _lexicon_grounding(model, tokenizer, captions) -> tuple[float, float]:
 
 def test_stage_zero_bag_of_words_grounds_the_text_lexicon_in_the_captions_words():
     """MLM alone (the paper's objective, meant for a pretrained BERT) leaves a from-scratch text lexicon nearly
-    the same for every caption; the bag-of-words term makes each caption's top words its own words, on
-    held-out captions (unseen combinations), and pulls different captions apart."""
-    grounded, tokenizer, test = _train_text_tower_from_scratch(bag_of_words_weight=1.0)
-    own_word_share, mean_cosine = _lexicon_grounding(grounded, tokenizer, test)
-    mlm_only, _, _ = _train_text_tower_from_scratch(bag_of_words_weight=0.0)
-    baseline_share, baseline_cosine = _lexicon_grounding(mlm_only, tokenizer, test)
-    print(f"own-word share {own_word_share:.3f} (MLM only {baseline_share:.3f}); mean pairwise cosine "
-          f"{mean_cosine:.3f} (MLM only {baseline_cosine:.3f})")  # fmt: skip
+    the same for every caption (measured with this recipe and weight 0: 59 % own words, mean pairwise cosine
+    0.99, 37 of 39 dimensions active); the bag-of-words term makes each caption's top words its own words on
+    held-out captions (unseen combinations) and pulls different captions apart (the cosine of the captions'
+    plain bags of words is 0.43: captions share template words such as "a", "on", "background")."""
+    model, tokenizer, test = _train_text_tower_from_scratch(bag_of_words_weight=1.0)
+    own_word_share, mean_cosine = _lexicon_grounding(model, tokenizer, test)
+    print(f"own-word share {own_word_share:.3f}, mean pairwise cosine {mean_cosine:.3f}")
     assert own_word_share >= 0.9
-    assert mean_cosine < 0.75 and mean_cosine < baseline_cosine - 0.15
+    assert mean_cosine < 0.7
