@@ -367,7 +367,10 @@ def nnz_summary(vectors: torch.Tensor) -> dict:
 def demo_section(demo_dir: Path, data_file: Path) -> dict:
     model, (video_latent, video_lexicon, text_latent, text_lexicon), text_to_video = encode_demo(demo_dir, data_file)
     num_videos = video_latent.shape[0]
-    _, model_lexicon, model_fused = model.compute_similarities(video_latent, video_lexicon, text_latent, text_lexicon)
+    # The index scores are video-major [N_v, N_t]; the model returns [N_t, N_v].
+    _, model_lexicon, model_fused = (
+        scores.t() for scores in model.compute_similarities((text_latent, text_lexicon), (video_latent, video_lexicon))
+    )
     report = {
         "videos": num_videos,
         "captions": int(text_latent.shape[0]),
