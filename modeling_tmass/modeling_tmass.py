@@ -794,9 +794,10 @@ class TMassModel(TMassPreTrainedModel):
         ties between trials that close may pick another trial). While dropout is active the straightforward
         pooling is used instead. The engine lives in `scoring_tmass.py`; `docs/tmass_design.md` derives the factorisation.
 
-        Determinism: for the same inputs and noise (generator state or injected tensor) the scores are the same
-        bits whatever the chunking of the caller's gallery into calls, the intra-op thread count or the memory
-        alignment of the weights (weights memory-mapped by `from_pretrained` are read through aligned copies).
+        Determinism: for the same inputs, noise (generator state or injected tensor) and `chunk_size`, the scores
+        are the same bits whatever the intra-op thread count or the memory alignment of inputs and weights (weights
+        memory-mapped by `from_pretrained` are replaced by aligned copies); other chunk sizes change float rounding
+        only.
         Autocast is disabled inside: scores are computed in the dtype of `text_embeds`.
 
         Threads (CPU): operations run on the calling thread with its intra-op threads; with generated per-pair
