@@ -92,9 +92,7 @@ def _architecture(config_dict: dict) -> dict:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def test_main_input_name_is_forwards_first_argument(case, request):
-    if case.name == "unify":
-        request.applymarker(pytest.mark.xfail(strict=True, reason="UnifyModel.main_input_name is pixel_values_videos"))
+def test_main_input_name_is_forwards_first_argument(case):
     names = [name for name in inspect.signature(case.model_class.forward).parameters if name != "self"]
     assert case.model_class.main_input_name == names[0] == "input_ids"
 
@@ -275,12 +273,6 @@ def test_sdpa_and_eager_attention_agree(case, tmp_path):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _meta_marks(name: str):
-    if name == "unify":  # construction calls float() on a linspace tensor, which the meta device cannot give
-        return [pytest.mark.xfail(strict=True, reason="UnifyModel cannot yet be built on the meta device")]
-    return []
-
-
 _META_SCRIPT = textwrap.dedent(
     """
     import sys
@@ -300,7 +292,7 @@ _META_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=_meta_marks(n)) for n in sorted(CASES)])
+@pytest.mark.parametrize("name", sorted(CASES))
 def test_construction_on_the_meta_device(name, tmp_path):
     # A fresh process: construction must not depend on what earlier tests left in torch's global state.
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -241,7 +241,7 @@ def _train(kind, synthetic, steps=110, batch_size=32, learning_rate=3e-3):
         if kind == "unify":
             loss = model(**inputs, return_loss=True, distill_weight=1 - step / steps).loss
         else:
-            loss = model(**inputs, generator=generator).loss
+            loss = model(**inputs, return_loss=True, generator=generator).loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

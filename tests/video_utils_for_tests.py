@@ -8,6 +8,10 @@ did (seek, skip, repeat).
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -126,7 +130,29 @@ _ENCODER_OPTIONS = {
 _NO_B_FRAMES = {"msmpeg4", "msmpeg4v2", "wmv1", "wmv2", "h263", "h263p", "mjpeg", "libvpx", "libvpx-vp9", "libsvtav1"}
 
 
-def write_probe_video(
+def write_probe_video(path: str | Path, codec: str, num_frames: int, **options) -> Path:
+    """Write a probe video (see `_write_probe_video_in_this_process` for the arguments), with PyAV.
+
+    Once decord is imported, its bundled FFmpeg libraries shadow PyAV's and every libvpx encoder fails to
+    open ("Invalid argument"); such files are then written by a fresh interpreter that never loaded decord.
+    """
+    if not (codec.startswith("libvpx") and "decord" in sys.modules and options.get("frame_source") is None):
+        return _write_probe_video_in_this_process(path, codec, num_frames, **options)
+    arguments = json.dumps({"path": str(path), "codec": codec, "num_frames": num_frames, "options": options})
+    script = (
+        "import json, sys\n"
+        "from video_utils_for_tests import _write_probe_video_in_this_process as write\n"
+        "a = json.loads(sys.argv[1])\n"
+        "write(a['path'], a['codec'], a['num_frames'], **a['options'])\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])))
+    result = subprocess.run([sys.executable, "-c", script, arguments], env=env, capture_output=True, text=True, timeout=300)
+    if result.returncode != 0:
+        raise RuntimeError(f"writing {path} with {codec} in a subprocess failed:\n{result.stderr[-2000:]}")
+    return Path(path)
+
+
+def _write_probe_video_in_this_process(
     path: str | Path,
     codec: str,
     num_frames: int,

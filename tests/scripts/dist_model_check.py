@@ -43,7 +43,10 @@ def make_batch(generator):
 
 
 def context():
-    return StepContext(step=0, total_steps=10, generator=torch.Generator().manual_seed(7), local_generator=torch.Generator().manual_seed(8))
+    return StepContext(
+        step=0, total_steps=10, generator=torch.Generator().manual_seed(7), local_generator=torch.Generator().manual_seed(8),
+        distill_weight=1.0,  # UNIFY's schedule at its first step
+    )
 
 
 def main(report_path: str) -> None:
