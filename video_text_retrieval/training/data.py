@@ -347,7 +347,8 @@ def shard_captions(folders: Sequence[str]) -> list[str]:
         for shard in list_shards(folder):
             with tarfile.open(shard.path, mode="r:") as archive:
                 for member in archive:
-                    if not (member.isfile() and member.name.lower().endswith(".json")):
+                    # The caption member's extension is exactly ".json" (after the key's first dot), as the reader's.
+                    if not (member.isfile() and member.name.rpartition("/")[2].partition(".")[2].lower() == "json"):
                         continue
                     try:
                         content = json.loads(archive.extractfile(member).read())

@@ -373,7 +373,7 @@ def _run(args: RunArguments) -> dict:
                 break  # a remainder that does not fill an optimizer step
             if from_shards:
                 batch = send_to_device(batch, accelerator.device)
-            micro_step = epoch * batches_per_process + batch_in_epoch
+            micro_step = epoch * len(train_loader) + batch_in_epoch  # per process: the shard loader, or the prepared one
             local_seed = seed_for_step(t.seed, micro_step, accelerator.process_index)
             torch.manual_seed(local_seed)  # dropout and any other global draw of this step, on this process
             phase_step, phase_total = schedule.phase_step(step, num_update_steps_per_epoch)
