@@ -47,7 +47,32 @@ class ModelArguments:
 class DataArguments:
     _argument_group_name = "data"
 
-    data_dir: str = field(default="outputs/demo/data", metadata={"help": "folder with train.jsonl, validation.jsonl and test.jsonl (common schema); read only"})
+    data_dir: str = field(
+        default="outputs/demo/data",
+        metadata={
+            "help": "folder with train.jsonl, validation.jsonl and test.jsonl (common schema); read only. With --train_shards "
+            "only its evaluation splits (--eval_split, --test_split) are read"
+        },
+    )
+    train_shards: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "train from tar shards instead of DATA_DIR/train.jsonl: one folder per source, as written by "
+            "video_text_retrieval.data.shard_writer (e.g. a CC3M folder and a WebVid folder); batches alternate between "
+            "sources (docs/pretraining.md)"
+        },
+    )
+    train_shard_weights: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "share of the training batches of each --train_shards source (one number per folder; default: one pass "
+            "over every source per epoch)"
+        },
+    )
+    shuffle_buffer: int = field(
+        default=1000,
+        metadata={"help": "--train_shards: samples in each data-loading worker's shuffle buffer (held encoded in memory; 0 or 1: no shuffling)"},
+    )
     dataset: str | None = field(
         default=None,
         metadata={
@@ -190,6 +215,7 @@ def validate_arguments(args: RunArguments) -> None:
     if d.max_train_pairs is not None:
         _require(d.max_train_pairs >= 1, "max_train_pairs", f"must be >= 1, got {d.max_train_pairs}")
     _require(d.eval_split.strip() != "" and d.test_split.strip() != "", "eval_split", "split names must not be empty")
+    _validate_shard_arguments(d)
 
     if t.num_epochs is not None:
         _require(t.num_epochs >= 1, "num_epochs", f"must be >= 1 (a run without an optimizer step publishes an untrained model), got {t.num_epochs}")
@@ -224,6 +250,43 @@ def validate_arguments(args: RunArguments) -> None:
     _require(e.eval_batch_size >= 1, "eval_batch_size", f"must be >= 1, got {e.eval_batch_size}")
     if e.num_trials is not None:
         _require(e.num_trials >= 0, "num_trials", f"must be >= 0 (0: no stochastic trials), got {e.num_trials}")
+
+
+def _validate_shard_arguments(d: "DataArguments") -> None:
+    """--train_shards and its companions: folders that hold shards, weights that match them, and no
+    argument of the jsonl training split (training reads the shards alone)."""
+    _require(d.shuffle_buffer >= 0, "shuffle_buffer", f"must be >= 0, got {d.shuffle_buffer}")
+    if not d.train_shards:
+        _require(d.train_shard_weights is None, "train_shard_weights", "needs --train_shards (one weight per shard folder)")
+        return
+    from video_text_retrieval.data.shards import INDEX_FILE, list_shards
+
+    for folder in d.train_shards:
+        path = Path(folder)
+        _require(path.is_dir(), "train_shards", f"{folder!r} is not a folder (pass one shard folder per source)")
+        if (path / INDEX_FILE).is_file():
+            try:
+                list_shards(path)
+            except (ValueError, OSError) as error:
+                raise ValueError(f"--train_shards: {folder!r}: {error}") from error
+        else:
+            _require(any(path.glob("*.tar")), "train_shards", f"{folder!r} holds neither {INDEX_FILE} nor *.tar shards")
+    _require(len(set(map(os.path.realpath, d.train_shards))) == len(d.train_shards), "train_shards", f"names a folder twice: {d.train_shards}")
+    if d.train_shard_weights is not None:
+        weights = d.train_shard_weights
+        _require(
+            len(weights) == len(d.train_shards), "train_shard_weights",
+            f"{len(weights)} weight(s) for {len(d.train_shards)} --train_shards folder(s): pass one per folder",
+        )
+        _require(
+            all(_finite(w) and w >= 0 for w in weights) and sum(weights) > 0, "train_shard_weights",
+            f"must be finite numbers >= 0 with a positive sum, got {weights}",
+        )
+    _require(d.max_train_pairs is None, "max_train_pairs", "applies to the jsonl training split; with --train_shards it is not used")
+    _require(
+        not d.skip_unreadable_videos, "skip_unreadable_videos",
+        "applies to the jsonl training split; with --train_shards an undecodable sample stops the run naming its shard and key",
+    )
 
 
 def _split_names(text: str | None) -> list[str]:

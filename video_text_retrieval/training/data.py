@@ -10,7 +10,9 @@ frames of a clip, an optional clip-level horizontal flip) lives here.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +36,9 @@ __all__ = [
     "EvalVideosDataset",
     "collate_pairs",
     "seed_for_step",
+    "build_shard_loader",
+    "shard_captions",
+    "shard_source_fingerprint",
 ]
 
 
@@ -276,3 +281,91 @@ def collate_pairs(items: list[dict], tokenizer, max_length: int | None = None) -
         batch["input_ids"] = tokens["input_ids"]
         batch["attention_mask"] = tokens["attention_mask"]
     return batch
+
+
+# --------------------------------------------------------------------------------------------------- training from shards
+
+
+def build_shard_loader(
+    folders: Sequence[str],
+    *,
+    weights: Sequence[float] | None,
+    num_frames: int,
+    image_num_frames: int,
+    augmentation: ClipAugmentation,
+    batch_size: int,
+    frame_sampling: str,
+    seed: int,
+    shuffle_buffer: int,
+    num_workers: int,
+    tokenizer,
+):
+    """The training loader over tar shard folders (one source each, e.g. CC3M images and WebVid videos):
+    a `ShardLoader` of `ShardedPairsDataset` sources, alternating whole batches between sources (see
+    ``docs/pretraining.md``). Its batches have the keys of `collate_pairs`.
+
+    Build it after ``accelerate.Accelerator()``: each source reads this process's split, taking the rank
+    and the number of processes from ``torch.distributed``; the loader must not go through
+    ``accelerator.prepare`` (the stream is already split). ``len(loader)`` is the batches per epoch on
+    this process, the same on every process (full batches only)."""
+    from video_text_retrieval.data.mixture import ShardLoader  # the shard modules import this module
+    from video_text_retrieval.data.shards import ShardedPairsDataset
+
+    sources = []
+    for folder in folders:
+        try:
+            sources.append(
+                ShardedPairsDataset(
+                    folder, num_frames=num_frames, image_num_frames=image_num_frames, augmentation=augmentation,
+                    batch_size=batch_size, frame_sampling=frame_sampling, seed=seed, shuffle_buffer=shuffle_buffer, drop_last=True,
+                )
+            )
+        except (ValueError, OSError) as error:
+            raise ValueError(f"--train_shards {folder!r}: {error}") from error
+    return ShardLoader(
+        sources, weights=weights, num_workers=num_workers, collate_fn=_ShardCollate(tokenizer), seed=seed,
+    )
+
+
+class _ShardCollate:
+    """`collate_pairs` with the tokenizer bound, as a picklable object (DataLoader workers may be spawned)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, items: list[dict]) -> dict:
+        return collate_pairs(items, self.tokenizer)
+
+
+def shard_captions(folders: Sequence[str]) -> list[str]:
+    """Every caption of the shard folders, in shard order (to build a from-scratch tokenizer's vocabulary).
+    Only the ``.json`` members are read; media members are passed over by their tar headers."""
+    from video_text_retrieval.data.shards import ShardFormatError, list_shards
+
+    captions = []
+    for folder in folders:
+        for shard in list_shards(folder):
+            with tarfile.open(shard.path, mode="r:") as archive:
+                for member in archive:
+                    # The caption member's extension is exactly ".json" (after the key's first dot), as the reader's.
+                    if not (member.isfile() and member.name.rpartition("/")[2].partition(".")[2].lower() == "json"):
+                        continue
+                    try:
+                        content = json.loads(archive.extractfile(member).read())
+                    except ValueError as error:
+                        raise ShardFormatError(f"shard {shard.path!r}, member {member.name!r}: not JSON ({error})") from error
+                    found = content.get("captions", content.get("caption")) if isinstance(content, dict) else None
+                    captions.extend([found] if isinstance(found, str) else list(found or []))
+    return captions
+
+
+def shard_source_fingerprint(folder: str) -> dict:
+    """What a resumed run must find unchanged in a shard folder: the sha256 of its ``index.json`` (names
+    and sample counts of the shards) or, without an index, of the shard names and sample counts."""
+    from video_text_retrieval.data.shards import INDEX_FILE, list_shards
+
+    index = Path(folder) / INDEX_FILE
+    if index.is_file():
+        return {"index_sha256": file_sha256(index)}
+    listing = json.dumps([[Path(s.path).name, s.num_samples] for s in list_shards(folder)])
+    return {"shards_sha256": hashlib.sha256(listing.encode()).hexdigest()}

@@ -21,12 +21,23 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import ProjectConfiguration, gather_object, send_to_device, set_seed
 from tqdm.auto import tqdm
 
 from .arguments import RunArguments, _split_names, default_num_threads, parse_arguments, resolve_defaults, validate_arguments
 from .checkpointing import CheckpointManager, is_disk_full, check_finite_weights, disk_full_error
-from .data import ClipAugmentation, TrainPairsDataset, collate_pairs, file_sha256, load_split, prepare_data_dir, seed_for_step
+from .data import (
+    ClipAugmentation,
+    TrainPairsDataset,
+    build_shard_loader,
+    collate_pairs,
+    file_sha256,
+    load_split,
+    prepare_data_dir,
+    seed_for_step,
+    shard_captions,
+    shard_source_fingerprint,
+)
 from .evaluation import evaluate, print_metrics_table
 from .optim import get_phased_warmup_cosine_schedule
 from .outputs import save_model_folder, video_normalisation, write_plots
@@ -129,6 +140,24 @@ def _result(metrics: dict, split: dict) -> dict:
     return {"metrics": metrics, "num_test_videos": len(split["records"]), "num_test_texts": len(split["captions"])}
 
 
+def _restore_shard_position(train_loader, progress: dict, process_index: int, shuffle_buffer: int) -> None:
+    """Put the shard loader of this process where the checkpoint's run stood (its exact next sample)."""
+    states = progress.get("data")
+    if not isinstance(states, list) or len(states) <= process_index:
+        raise ValueError(
+            f"--resume: {progress['checkpoint']} holds no shard-loader position for process {process_index} "
+            "(it was not written by a run from --train_shards with this number of processes)"
+        )
+    try:
+        train_loader.load_state_dict(states[process_index])
+    except (ValueError, KeyError) as error:
+        raise ValueError(
+            f"--resume: {progress['checkpoint']}: {error}. The order of the shard samples depends on --per_device_batch_size, "
+            f"--num_workers, --shuffle_buffer ({shuffle_buffer}), --seed, --train_shard_weights and the number of processes: "
+            "resume with the checkpoint's values"
+        ) from error
+
+
 # --------------------------------------------------------------------------------------------------- run
 
 
@@ -161,8 +190,9 @@ def _run(args: RunArguments) -> dict:
     torch.set_num_threads(t.num_threads or default_num_threads(d.num_workers))
     started = time.time()
 
-    # ---- data: read only; --eval_only needs the evaluated split alone.
-    splits = [d.test_split] if t.eval_only else ["train", d.eval_split, d.test_split]
+    # ---- data: read only; --eval_only needs the evaluated split alone, training from shards no train.jsonl.
+    from_shards = bool(d.train_shards)
+    splits = [d.test_split] if t.eval_only else (["train"] if not from_shards else []) + [d.eval_split, d.test_split]
     if accelerator.is_main_process:
         dataset_name = prepare_data_dir(d.data_dir, splits=splits, generate_synthetic=d.generate_synthetic_data, dataset=d.dataset)
     accelerator.wait_for_everyone()
@@ -187,9 +217,11 @@ def _run(args: RunArguments) -> dict:
             (output_dir / "metrics.json").write_text(json.dumps(result, indent=2, allow_nan=False))
         return result
 
-    train_split = load_split(data_dir, "train")
+    train_split = None if from_shards else load_split(data_dir, "train")
     eval_split = load_split(data_dir, d.eval_split)
-    model, processor = build_model_and_processor(args, train_split["captions"])
+    # A from-scratch model builds its tokenizer's vocabulary from the training captions.
+    train_captions = None if m.model_name_or_path else (shard_captions(d.train_shards) if from_shards else train_split["captions"])
+    model, processor = build_model_and_processor(args, train_captions)
     task = task_for_model(model)
     resolve_defaults(args, task.defaults)
     if d.num_frames is None:
@@ -198,26 +230,41 @@ def _run(args: RunArguments) -> dict:
         model.gradient_checkpointing_enable()
 
     # ---- training data
-    pairs = [(r["video_path"], c) for r in train_split["records"] for c in r["captions"]]
-    if d.max_train_pairs:
-        pairs = pairs[: d.max_train_pairs]
     size, mean, std = video_normalisation(processor)
-    train_dataset = TrainPairsDataset(
-        [p for p, _ in pairs], [c for _, c in pairs], num_frames=d.num_frames,
-        augmentation=ClipAugmentation(size=size, mean=mean, std=std, crop_scale=tuple(d.crop_scale), horizontal_flip=d.horizontal_flip),
-        frame_sampling=d.train_frame_sampling, seed=t.seed, skip_unreadable=d.skip_unreadable_videos,
-    )
+    augmentation = ClipAugmentation(size=size, mean=mean, std=std, crop_scale=tuple(d.crop_scale), horizontal_flip=d.horizontal_flip)
     tokenizer = processor.tokenizer
-    train_loader = torch.utils.data.DataLoader(
-        train_dataset, batch_size=t.per_device_batch_size, shuffle=True, drop_last=True,
-        num_workers=d.num_workers, collate_fn=lambda items: collate_pairs(items, tokenizer),
-    )
+    if from_shards:
+        # Built after `Accelerator()`: every source reads this process's split of its shards. Not prepared
+        # by accelerate (it would split the split stream again); batches are moved with `send_to_device`.
+        train_loader = build_shard_loader(
+            d.train_shards, weights=d.train_shard_weights, num_frames=d.num_frames, image_num_frames=task.image_num_frames(d.num_frames),
+            augmentation=augmentation, batch_size=t.per_device_batch_size, frame_sampling=d.train_frame_sampling, seed=t.seed,
+            shuffle_buffer=d.shuffle_buffer, num_workers=d.num_workers, tokenizer=tokenizer,
+        )
+        train_data = train_loader  # what `start_epoch` turns pixel decoding on and off for
+        num_training_pairs = sum(source.num_samples for source in train_loader.sources)
+        batches_per_process = len(train_loader)  # already per process
+    else:
+        pairs = [(r["video_path"], c) for r in train_split["records"] for c in r["captions"]]
+        if d.max_train_pairs:
+            pairs = pairs[: d.max_train_pairs]
+        train_data = TrainPairsDataset(
+            [p for p, _ in pairs], [c for _, c in pairs], num_frames=d.num_frames, augmentation=augmentation,
+            frame_sampling=d.train_frame_sampling, seed=t.seed, skip_unreadable=d.skip_unreadable_videos,
+        )
+        train_loader = torch.utils.data.DataLoader(
+            train_data, batch_size=t.per_device_batch_size, shuffle=True, drop_last=True,
+            num_workers=d.num_workers, collate_fn=lambda items: collate_pairs(items, tokenizer),
+        )
+        num_training_pairs = len(pairs)
+        batches_per_process = len(train_loader) // accelerator.num_processes
     # Whole optimizer steps only: batches past the last full accumulation of an epoch are not trained (and
-    # no process trains on the padding accelerate adds to equalise the processes' batch counts).
-    num_update_steps_per_epoch = len(train_loader) // accelerator.num_processes // t.gradient_accumulation_steps
+    # no process trains on the padding accelerate adds to equalise the processes' batch counts). From
+    # shards those batches are not read either: the sources continue with them in the next epoch.
+    num_update_steps_per_epoch = batches_per_process // t.gradient_accumulation_steps
     if num_update_steps_per_epoch < 1:
         raise ValueError(
-            f"no optimizer step per epoch: {len(pairs)} training pairs, --per_device_batch_size {t.per_device_batch_size} x "
+            f"no optimizer step per epoch: {num_training_pairs} training pairs, --per_device_batch_size {t.per_device_batch_size} x "
             f"{accelerator.num_processes} process(es) x --gradient_accumulation_steps {t.gradient_accumulation_steps} "
             f"(incomplete batches are dropped); lower the batch size"
         )
@@ -237,14 +284,20 @@ def _run(args: RunArguments) -> dict:
         optimizer, [(n * accelerator.num_processes, w * accelerator.num_processes) for n, w in phases]
     )
     training_module = RetrievalTrainingModule(model, task)
-    training_module, optimizer, train_loader, scheduler = accelerator.prepare(training_module, optimizer, train_loader, scheduler)
+    if from_shards:
+        training_module, optimizer, scheduler = accelerator.prepare(training_module, optimizer, scheduler)
+    else:
+        training_module, optimizer, train_loader, scheduler = accelerator.prepare(training_module, optimizer, train_loader, scheduler)
     unwrapped = accelerator.unwrap_model(training_module).model
 
     # ---- what a resumption must agree on
     run_arguments = dict(args.to_dict())
+    if from_shards:
+        run_arguments["train_shards_fingerprints"] = [shard_source_fingerprint(folder) for folder in d.train_shards]
+    else:
+        run_arguments["train_annotations_sha256"] = file_sha256(data_dir / "train.jsonl")
     run_arguments.update(
-        train_annotations_sha256=file_sha256(data_dir / "train.jsonl"),
-        num_training_pairs=len(pairs),
+        num_training_pairs=num_training_pairs,
         num_processes=accelerator.num_processes,
         mixed_precision=str(accelerator.mixed_precision),
     )
@@ -272,6 +325,8 @@ def _run(args: RunArguments) -> dict:
         else:
             step, start_epoch, batches_done = progress["step"], progress["epoch"], progress["batches_done"]
             nonfinite_in_a_row = progress.get("nonfinite_in_a_row", 0)
+            if from_shards:
+                _restore_shard_position(train_loader, progress, accelerator.process_index, d.shuffle_buffer)
             accelerator.print(f"resumed from {progress['checkpoint']}: step {step}, epoch {start_epoch}, {batches_done} batches into it")
 
     log_path = output_dir / LOG_FILE
@@ -289,6 +344,9 @@ def _run(args: RunArguments) -> dict:
         log_path.write_text("".join(line + "\n" for line in kept))
 
     def save_checkpoint(progress: dict) -> None:
+        if from_shards:
+            # One position per process (each reads its own split); every process takes part in the gather.
+            progress["data"] = gather_object([train_loader.state_dict()])
         checkpoints.save(unwrapped, progress, run_arguments)
 
     progress_bar = tqdm(total=max_steps, initial=step, disable=not accelerator.is_local_main_process, desc=f"train {task.name}")
@@ -296,17 +354,26 @@ def _run(args: RunArguments) -> dict:
     for epoch in range(start_epoch, t.num_epochs):
         if step >= max_steps:
             break
-        task.start_epoch(unwrapped, schedule, epoch, train_dataset, mid_epoch=batches_done > 0)
-        training_module.train()
+        # A shard loader restored by `_restore_shard_position` is already inside this epoch: `set_epoch` of
+        # the current epoch keeps its position; it continues at the exact sample instead of skipping batches.
         train_loader.set_epoch(epoch)
-        train_dataset.set_epoch(epoch)
-        loader = accelerator.skip_first_batches(train_loader, batches_done) if batches_done else train_loader
+        if not from_shards:
+            train_data.set_epoch(epoch)
+        task.start_epoch(unwrapped, schedule, epoch, train_data, mid_epoch=batches_done > 0)
+        training_module.train()
+        if from_shards or not batches_done:
+            loader = train_loader
+        else:
+            loader = accelerator.skip_first_batches(train_loader, batches_done)
         batch_in_epoch = batches_done
         batches_done = 0
+        batches_to_train = num_update_steps_per_epoch * t.gradient_accumulation_steps
         for batch in loader:
-            if batch_in_epoch >= num_update_steps_per_epoch * t.gradient_accumulation_steps:
+            if batch_in_epoch >= batches_to_train:
                 break  # a remainder that does not fill an optimizer step
-            micro_step = epoch * len(train_loader) + batch_in_epoch
+            if from_shards:
+                batch = send_to_device(batch, accelerator.device)
+            micro_step = epoch * len(train_loader) + batch_in_epoch  # per process: the shard loader, or the prepared one
             local_seed = seed_for_step(t.seed, micro_step, accelerator.process_index)
             torch.manual_seed(local_seed)  # dropout and any other global draw of this step, on this process
             phase_step, phase_total = schedule.phase_step(step, num_update_steps_per_epoch)
@@ -384,6 +451,8 @@ def _run(args: RunArguments) -> dict:
                     })
                 if step >= max_steps:
                     break
+            if from_shards and batch_in_epoch >= batches_to_train:
+                break  # before reading a remainder batch: the shard sources keep it for the next epoch
         if t.eval_every_epochs and (epoch + 1) % t.eval_every_epochs == 0 and eval_split["captions"] and task.evaluates_now(unwrapped):
             metrics, _, _ = evaluate(
                 unwrapped, task, processor, eval_split, accelerator, batch_size=e.eval_batch_size, num_workers=d.num_workers,

@@ -78,7 +78,14 @@ class _TaskHooks:
         return _optimizer(training_args.optimizer, groups)
 
     def start_epoch(self, model, schedule, epoch: int, dataset, mid_epoch: bool) -> None:
-        """Called at the start of every epoch (also when a resumed run re-enters one, ``mid_epoch``)."""
+        """Called at the start of every epoch (also when a resumed run re-enters one, ``mid_epoch``).
+        ``dataset`` is the training data (a `TrainPairsDataset`, or the `ShardLoader` of a run from
+        shards); both have ``set_load_videos``."""
+
+    def image_num_frames(self, num_frames: int) -> int:
+        """Frames of an image clip in training from shards (an image decodes to one frame, repeated to
+        this count). Default: the model's ``num_frames``, for models that need exactly that many frames."""
+        return num_frames
 
     def evaluates_now(self, model) -> bool:
         """Whether evaluating retrieval makes sense in the model's current state."""
@@ -116,6 +123,11 @@ class TMassTask(_TaskHooks):
     @staticmethod
     def is_backbone(parameter_name: str) -> bool:
         return parameter_name.startswith("clip.")
+
+    def image_num_frames(self, num_frames: int) -> int:
+        # The radius module (Sec. 3.2) is an `nn.Linear(num_frames, D)` over the per-frame
+        # text-frame similarities: an image is repeated to `num_frames` identical frames.
+        return num_frames
 
     def training_losses(self, model, batch: dict, context: StepContext) -> dict[str, torch.Tensor]:
         text_embeds = model.get_text_features(batch["input_ids"], batch["attention_mask"]).pooler_output
@@ -165,6 +177,11 @@ class UnifyTask(_TaskHooks):
     @staticmethod
     def is_backbone(parameter_name: str) -> bool:
         return False  # one learning rate for every parameter (paper Sec. 4.2)
+
+    def image_num_frames(self, num_frames: int) -> int:
+        # Images are one-frame clips (pretraining on CC3M + WebVid as Frozen in Time, Bain et al. ICCV
+        # 2021): the divided space-time ViT's temporal attention then attends to that frame alone.
+        return 1
 
     def prepare_for_wrapping(self, model) -> None:
         # Wrapped with every parameter trainable; the stages only freeze afterwards.
