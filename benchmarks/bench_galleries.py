@@ -228,6 +228,9 @@ def build(backend, kind, documents, latent, ids, work, options, block):
     folder = work / f"qdrant_{backend}_{kind}"
     shutil.rmtree(folder, ignore_errors=True)
     engine_options = {"path": folder, "engine": "edge"} if backend == "edge" else {"location": ":memory:"}
+    # The fused search's latent lists are exact scans (for the bound): no HNSW graph to build. Dense: a graph
+    # up to --hnsw-max-size documents, to compare HNSW with the exact scan.
+    engine_options["hnsw"] = kind == "dense" and len(ids) <= options["hnsw_max_size"]
     index = cls(**engine_options)
     for start in range(0, len(ids), 10_000):
         stop = start + 10_000
