@@ -31,7 +31,6 @@ bound as ``FusedIndex`` (latent and lexicon tails of the two lists) proves, per 
 
 from __future__ import annotations
 
-import tempfile
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
