@@ -31,7 +31,6 @@ bound as ``FusedIndex`` (latent and lexicon tails of the two lists) proves, per 
 
 from __future__ import annotations
 
-import tempfile
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -110,9 +109,11 @@ class _ClientEngine:
     def exists(self) -> bool:
         return self.client.collection_exists(self.collection)
 
-    def create(self, dense: dict[str, int], sparse: Sequence[str], multi: dict[str, int], payload_fields: dict[str, str]):
+    def create(self, dense: dict[str, int], sparse: Sequence[str], multi: dict[str, int], payload_fields: dict[str, str],
+               hnsw: bool = True):
         m = self.models
-        vectors = {name: m.VectorParams(size=size, distance=m.Distance.DOT) for name, size in dense.items()}
+        graph = None if hnsw else m.HnswConfigDiff(m=0)  # m = 0: no graph, every dense search is an exact scan
+        vectors = {name: m.VectorParams(size=size, distance=m.Distance.DOT, hnsw_config=graph) for name, size in dense.items()}
         for name, size in multi.items():  # stored for rescoring, never indexed (m = 0: no HNSW graph)
             vectors[name] = m.VectorParams(
                 size=size, distance=m.Distance.DOT, hnsw_config=m.HnswConfigDiff(m=0),
@@ -210,9 +211,11 @@ class _EdgeEngine:
     def exists(self) -> bool:
         return self.shard is not None
 
-    def create(self, dense: dict[str, int], sparse: Sequence[str], multi: dict[str, int], payload_fields: dict[str, str]):
+    def create(self, dense: dict[str, int], sparse: Sequence[str], multi: dict[str, int], payload_fields: dict[str, str],
+               hnsw: bool = True):
         qe = self.qe
-        vectors = {name: qe.EdgeVectorParams(size=size, distance=qe.Distance.Dot) for name, size in dense.items()}
+        graph = None if hnsw else qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10000)
+        vectors = {name: qe.EdgeVectorParams(size=size, distance=qe.Distance.Dot, hnsw_config=graph) for name, size in dense.items()}
         for name, size in multi.items():
             vectors[name] = qe.EdgeVectorParams(
                 size=size, distance=qe.Distance.Dot, hnsw_config=qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10000),
@@ -352,10 +355,11 @@ class _QdrantCollection:
 
     def __init__(
         self, location=None, *, path=None, url=None, client=None, collection: str = "gallery", engine: str = "auto",
-        payload_indexes: dict[str, str] | None = None,
+        payload_indexes: dict[str, str] | None = None, hnsw: bool = True,
     ) -> None:
         self.engine = _open_engine(location, path, url, client, collection, engine)
         self.collection = collection
+        self.hnsw = bool(hnsw)  # build Qdrant's HNSW graph for the dense vectors (False: exact scans only, faster build)
         schemas = ("keyword", "integer", "float", "bool")
         self.payload_indexes = dict(payload_indexes or {})
         for name, schema in self.payload_indexes.items():
@@ -376,7 +380,7 @@ class _QdrantCollection:
         if not self.engine.exists():
             self.engine.create(
                 {name: sizes[name] for name in self.DENSE}, self.SPARSE, {name: sizes[name] for name in self.MULTI},
-                self.payload_indexes,
+                self.payload_indexes, self.hnsw,
             )
             self._sizes = dict(sizes)
         elif self._sizes:
