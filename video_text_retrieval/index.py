@@ -73,6 +73,8 @@ try:  # optional extra `index`
 except ImportError:  # pragma: no cover - depends on the environment
     faiss = None
 
+from .topk import StreamingTopK
+
 __all__ = ["SparseLexiconIndex", "DenseIndex", "FusedIndex", "faiss_available"]
 
 NORM_EPS = 1e-8  # x / max(||x||, eps): the cosine of the UNIFY training code
@@ -830,20 +832,17 @@ class DenseIndex:
         return scores
 
     def _search_torch(self, queries: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Running top-k over gallery chunks: memory `Q x (chunk_size + k)`, never `Q x N`."""
+        """Running top-k over gallery chunks: memory `Q x (chunk_size + k)`, never `Q x N`; ties by the lower
+        position."""
         gallery = _readonly_tensor(self.vectors)
         dead = None if not self._ids.has_deleted else torch.from_numpy(~self._ids.alive_mask)
-        best_scores = torch.full((queries.shape[0], 0), float("-inf"))
-        best_positions = torch.zeros((queries.shape[0], 0), dtype=torch.long)
+        top = StreamingTopK(k)
         for start in range(0, gallery.shape[0], self.chunk_size):
             chunk_scores = queries @ gallery[start : start + self.chunk_size].T
             if dead is not None:
                 chunk_scores.masked_fill_(dead[start : start + chunk_scores.shape[1]], float("-inf"))
-            chunk_positions = torch.arange(start, start + chunk_scores.shape[1]).expand_as(chunk_scores)
-            candidate_scores = torch.cat([best_scores, chunk_scores], dim=1)
-            candidate_positions = torch.cat([best_positions, chunk_positions], dim=1)
-            best_scores, order = torch.topk(candidate_scores, min(k, candidate_scores.shape[1]), dim=1)
-            best_positions = torch.gather(candidate_positions, 1, order)
+            top.update(chunk_scores, start)
+        best_scores, best_positions = top.result()
         return best_positions.numpy().astype(np.int64), best_scores.numpy().astype(np.float32)
 
     # ---- persistence ----

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .topk import StreamingTopK, _merge_topk
+
 __all__ = [
     "StreamingTopK",
     "TMassTopK",
@@ -45,54 +47,6 @@ __all__ = [
 DEFAULT_STREAM_CHUNK = 512
 # Gallery vectors per block of the dense first stage.
 DEFAULT_DENSE_CHUNK = 65536
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Streaming top-k
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def _merge_topk(values, indices, new_values, new_indices, k):
-    """Top-`k` of two candidate sets along the last axis, best first; ties keep the earlier set's entries first
-    (and, inside a set, the given order). NaN scores rank last."""
-    if values is None:
-        all_values, all_indices = new_values, new_indices
-    else:
-        all_values = torch.cat([values, new_values], dim=-1)
-        all_indices = torch.cat([indices, new_indices], dim=-1)
-    keys = torch.nan_to_num(all_values, nan=-float("inf"))
-    order = torch.sort(keys, dim=-1, descending=True, stable=True).indices[..., :k]
-    return all_values.gather(-1, order), all_indices.gather(-1, order)
-
-
-class StreamingTopK:
-    """Running top-`k` over the columns of a `[num_queries, N]` score matrix seen block by block, left to right.
-
-    `update(scores, offset)` takes the block of columns `offset ... offset + c - 1`; `result()` returns
-    `(scores [num_queries, k'], indices [num_queries, k'])`, best first, `k' = min(k, columns seen)`. Equal to
-    the top-`k` of the whole matrix with ties broken by the lower column index (a stable descending sort).
-    """
-
-    def __init__(self, k: int):
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        self.k = int(k)
-        self.values = self.indices = None
-        self.columns = 0
-
-    def update(self, scores: torch.Tensor, offset: int | None = None) -> None:
-        offset = self.columns if offset is None else offset
-        if offset != self.columns:
-            raise ValueError(f"blocks must come left to right: expected columns from {self.columns}, got {offset}")
-        columns = torch.arange(offset, offset + scores.shape[-1], device=scores.device)
-        block_indices = columns.expand_as(scores)
-        self.values, self.indices = _merge_topk(self.values, self.indices, scores, block_indices, self.k)
-        self.columns += scores.shape[-1]
-
-    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.values is None:
-            raise ValueError("no block was given")
-        return self.values, self.indices
 
 
 @dataclass
