@@ -84,3 +84,80 @@ def test_paired_difference_sign_and_confidence_key():
 def test_bad_inputs_raise_errors_naming_the_argument(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Lexicon grounding statistics (UNIFY's lexicon on the synthetic set)
+# ---------------------------------------------------------------------------------------------------
+
+
+def _tokenizer_and_records():
+    from video_text_retrieval.data.synthetic import all_possible_captions, caption_for
+    from video_text_retrieval.data.tokenizers import build_bert_tokenizer
+
+    tokenizer = build_bert_tokenizer(all_possible_captions())
+    concepts = [
+        {"colour": "red", "shape": "square", "motion": "left", "background": "white", "count": 2, "size": "small", "speed": "slowly"},
+        {"colour": "blue", "shape": "circle", "motion": "up", "background": "black", "count": 1, "size": "large", "speed": "quickly"},
+    ]
+    records = [{"video_id": f"v{i}", "captions": [caption_for(c, 0)], "concepts": c} for i, c in enumerate(concepts)]
+    return tokenizer, records
+
+
+def _one_hot_lexicon(tokenizer, words_per_row, value=1.0):
+    import torch
+
+    lexicon = torch.zeros(len(words_per_row), len(tokenizer))
+    for row, words in enumerate(words_per_row):
+        lexicon[row, tokenizer.convert_tokens_to_ids(list(words))] = value
+    return lexicon
+
+
+def test_text_grounding_of_a_lexicon_holding_exactly_the_captions_words():
+    from video_text_retrieval.training.evaluation import text_lexicon_grounding
+
+    tokenizer, records = _tokenizer_and_records()
+    captions = [r["captions"][0] for r in records]
+    lexicon = _one_hot_lexicon(tokenizer, [set(c.split()) for c in captions])
+    lexicon[:, tokenizer.cls_token_id] = 5.0  # special tokens are not words: never counted
+    result = text_lexicon_grounding(tokenizer, captions, lexicon)
+    assert result["share_top_n_all_own_words"] == 1.0 and result["top_n_precision_mean"] == 1.0
+    words = [set(c.split()) for c in captions]
+    shared = len(words[0] & words[1])  # "on", "a", "background"
+    expected_cosine = (shared + 25.0) / (len(words[0]) + 25.0) ** 0.5 / (len(words[1]) + 25.0) ** 0.5
+    assert result["mean_pairwise_cosine"] == pytest.approx(expected_cosine, rel=1e-5)
+
+
+def test_text_grounding_of_one_lexicon_for_every_caption():
+    from video_text_retrieval.training.evaluation import text_lexicon_grounding
+
+    tokenizer, records = _tokenizer_and_records()
+    captions = [r["captions"][0] for r in records]
+    lexicon = _one_hot_lexicon(tokenizer, [set(captions[0].split())] * 2)  # the first caption's words for both
+    result = text_lexicon_grounding(tokenizer, captions, lexicon)
+    assert result["mean_pairwise_cosine"] == pytest.approx(1.0)
+    assert result["share_top_n_all_own_words"] == 0.5  # right for the first caption only
+
+
+def test_video_grounding_counts_concept_words_in_the_top_k_against_exact_chance():
+    import math
+
+    from video_text_retrieval.training.evaluation import _hypergeometric_at_least, video_lexicon_grounding
+
+    tokenizer, records = _tokenizer_and_records()
+    concept_words = [["red", "squares", "left", "white", "two", "small", "slowly"], ["blue", "circle", "up"]]
+    lexicon = _one_hot_lexicon(tokenizer, concept_words)
+    split = {"records": records}
+    result = video_lexicon_grounding(tokenizer, split, lexicon, k=10)
+    num_words = len(tokenizer) - len(tokenizer.all_special_ids)
+    assert result["num_word_dimensions"] == num_words
+    assert result["concept_word_share_in_top_k"] == pytest.approx(10 / 14)  # 7 of 7 and 3 of 7
+    assert result["share_videos_half_concepts_in_top_k"] == 0.5
+    assert result["chance_concept_word_share"] == pytest.approx(10 / num_words)
+    # Exact hypergeometric chance of >= 4 of the 7 concept words among 10 random words.
+    expected = sum(math.comb(7, x) * math.comb(num_words - 7, 10 - x) for x in range(4, 8)) / math.comb(num_words, 10)
+    assert result["chance_share_videos_half_concepts"] == pytest.approx(expected)
+    assert _hypergeometric_at_least(10, 3, 10, 3) == 1.0 and _hypergeometric_at_least(10, 3, 1, 1) == pytest.approx(0.3)
+    # Active words: the 7 (3) set dimensions, all caption words.
+    assert result["active_words_mean"] == 5.0 and result["active_caption_word_precision"] == 1.0
+    assert video_lexicon_grounding(tokenizer, {"records": [{"captions": ["x"]}]}, lexicon[:1]) is None
