@@ -34,7 +34,7 @@ import torch  # noqa: E402
 
 from video_text_retrieval.data.loaders import read_jsonl  # noqa: E402
 from video_text_retrieval.data.synthetic import generate_synthetic_dataset  # noqa: E402
-from video_text_retrieval.metrics import paired_bootstrap_difference, retrieval_metrics, text_to_video_ranks, video_to_text_ranks  # noqa: E402
+from video_text_retrieval.metrics import retrieval_metrics  # noqa: E402
 from video_text_retrieval.presets import build_from_scratch  # noqa: E402
 from video_text_retrieval.training import main as train_retrieval  # noqa: E402
 
@@ -57,7 +57,7 @@ DATA = {"num_train_videos": 400, "num_val_videos": 150, "num_test_videos": 1000,
 #   are tiny (4 layers of width 64, 64 px frames). docs/demo.md has the measurements.
 # * T-MASS keeps its paper recipe's optimizer (Sec. 4.1) but trains 10 epochs (the paper: 5 from CLIP) from
 #   random weights.
-UNIFY_STAGE0_EPOCHS = 8
+UNIFY_STAGE0_EPOCHS = 20
 COMMON_ARGS = ["--num_workers", "1", "--num_threads", "1", "--seed", "0"]
 TMASS_ARGS = [
     "--model", "tmass", "--preset", "tiny", "--num_epochs", "10", "--per_device_batch_size", "32",

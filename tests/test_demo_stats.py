@@ -161,3 +161,25 @@ def test_video_grounding_counts_concept_words_in_the_top_k_against_exact_chance(
     # Active words: the 7 (3) set dimensions, all caption words.
     assert result["active_words_mean"] == 5.0 and result["active_caption_word_precision"] == 1.0
     assert video_lexicon_grounding(tokenizer, {"records": [{"captions": ["x"]}]}, lexicon[:1]) is None
+
+
+def test_evaluation_adds_intervals_chance_and_paired_differences_beside_the_metrics():
+    import torch
+
+    from video_text_retrieval.metrics import retrieval_metrics
+    from video_text_retrieval.training.evaluation import add_intervals
+
+    text_to_video = list(range(20))
+    perfect = torch.eye(20)
+    reversed_scores = -torch.eye(20)  # every target ranks last
+    sims = {"fused": perfect, "latent": reversed_scores}
+    metrics = {name: retrieval_metrics(matrix, text_to_video) for name, matrix in sims.items()}
+    before = {name: {d: dict(m[d]) for d in ("t2v", "v2t")} for name, m in metrics.items()}
+    add_intervals(metrics, sims, text_to_video, main_variant="fused")
+    for name in sims:
+        assert {d: metrics[name][d] for d in ("t2v", "v2t")} == before[name]  # the metrics themselves are unchanged
+        assert metrics[name]["t2v_chance"] == {"R@1": 5.0, "R@5": 25.0, "R@10": 50.0}
+    assert metrics["fused"]["t2v_ci95"]["R@1"] == [100.0, 100.0]
+    assert metrics["latent"]["v2t_ci95"]["R@10"] == [0.0, 0.0]
+    assert metrics["fused"]["t2v_minus_latent"]["R@1"]["difference"] == 100.0
+    assert "t2v_minus_fused" not in metrics["latent"]
