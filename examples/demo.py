@@ -68,6 +68,8 @@ UNIFY_ARGS = [
     "--stage0_epochs", str(UNIFY_STAGE0_EPOCHS), "--stage1_epochs", "3", "--warmup_epochs", "1",
     "--per_device_batch_size", "32", "--learning_rate", "1e-3", "--crop_scale", "0.8", "1.0", "--eval_every_epochs", "0",
     "--model_config", json.dumps({"bag_of_words_weight": 1.0}),
+    # Keep the checkpoints from the end of stage 0 on, to measure the text lexicon right before stage 1.
+    "--checkpoints_total_limit", "11",
 ]
 # Latent weight w of the fused score w * latent + (1 - w) * lexicon searched on the validation split; w = 0.5
 # ranks exactly like the paper's 1:1 sum.
@@ -144,6 +146,33 @@ def fused_vs_best_branch(unify: dict) -> dict:
     return {"best_branch": best, **{d: unify["fused"][f"{d}_minus_{best}"] for d in ("t2v", "v2t")}}
 
 
+def text_grounding_before_stage1(model_dir: Path, data_dir: Path) -> dict | None:
+    """The text lexicon's grounding on the test captions with the weights at the end of stage 0 (the
+    checkpoint of the last stage-0 epoch), i.e. what stage 1 freezes."""
+    from safetensors.torch import load_file
+    from transformers import AutoModel, AutoProcessor
+
+    from video_text_retrieval.training.data import load_split
+    from video_text_retrieval.training.evaluation import text_lexicon_grounding
+
+    checkpoint = model_dir / "checkpoints" / f"checkpoint_{UNIFY_STAGE0_EPOCHS - 1}" / "model.safetensors"
+    if not checkpoint.is_file():
+        return None
+    model = AutoModel.from_pretrained(model_dir).eval()
+    processor = AutoProcessor.from_pretrained(model_dir)
+    state = {name.removeprefix("model."): tensor for name, tensor in load_file(checkpoint).items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or any("decoder" not in name for name in missing):  # the tied decoder is not stored
+        raise RuntimeError(f"{checkpoint}: weights do not match the UNIFY model (missing {missing}, unexpected {unexpected})")
+    captions = load_split(data_dir, "test")["captions"]
+    lexicons = []
+    with torch.no_grad():
+        for start in range(0, len(captions), 128):
+            tokens = processor.tokenizer(captions[start : start + 128], padding=True, return_tensors="pt")
+            lexicons.append(model.get_text_features(tokens["input_ids"], tokens["attention_mask"]).lexicon_embeds.float())
+    return text_lexicon_grounding(processor.tokenizer, captions, torch.cat(lexicons))
+
+
 def _interval(m: dict, direction: str, key: str) -> str:
     low, high = m[f"{direction}_ci95"][key]
     return f"{m[direction][key]:5.1f} [{low:4.1f}, {high:4.1f}]"
@@ -203,6 +232,7 @@ def main(argv=None) -> dict:
         "unify_fusion_selected_on_validation": fusion,
         "unify_fused_minus_best_branch": fused_vs_best_branch(unify),
         "unify_lexicon_grounding": {
+            "text_before_stage1": text_grounding_before_stage1(output_dir / "unify", data_dir),
             "text": lexicon["text_grounding"],
             "video": lexicon["video_grounding"],
             "video_nonzeros_mean": lexicon["video_nonzeros_mean"],
@@ -225,11 +255,15 @@ def main(argv=None) -> dict:
     print(f"UNIFY fused (1:1) minus {diff['best_branch']}: t2v R@1 {d['difference']:+.1f} points [{d['ci95'][0]:+.1f}, {d['ci95'][1]:+.1f}]")
     d = merged["tmass"]["t2v_minus_tmass_no_trials"]["R@1"]
     print(f"T-MASS trials minus no trials: t2v R@1 {d['difference']:+.1f} points [{d['ci95'][0]:+.1f}, {d['ci95'][1]:+.1f}]")
-    text, video = merged["unify_lexicon_grounding"]["text"], merged["unify_lexicon_grounding"]["video"]
-    print(
-        f"text lexicon: {text['share_top_n_all_own_words']:.1%} of test captions have exactly their own words on top, "
-        f"mean pairwise cosine {text['mean_pairwise_cosine']:.3f}"
-    )
+    grounding = merged["unify_lexicon_grounding"]
+    video = grounding["video"]
+    for when, key in (("before stage 1", "text_before_stage1"), ("after training", "text")):
+        text = grounding[key]
+        if text:
+            print(
+                f"text lexicon {when}: {text['share_top_n_all_own_words']:.1%} of test captions have exactly their own words "
+                f"on top (top-n precision {text['top_n_precision_mean']:.1%}), mean pairwise cosine {text['mean_pairwise_cosine']:.3f}"
+            )
     if video:
         print(
             f"video lexicon: {video['concept_word_share_in_top_k']:.1%} of caption concept words in the top-{video['k']} "
