@@ -242,7 +242,7 @@ def test_existing_set_is_reused_rebuilt_on_overwrite_and_guarded(tmp_path):
     [
         ({"frame_size": 63}, "frame_size"),
         ({"num_frames": 1}, "num_frames"),
-        ({"num_test_videos": 200, "num_val_videos": 20}, "held-out"),
+        ({"num_test_videos": 1100, "num_val_videos": 60}, "held-out"),
         ({"num_train_videos": 0}, "num_train_videos"),
     ],
 )

@@ -21,7 +21,7 @@ from video_text_retrieval.data.tokenizers import (
 def captions():
     """Every caption the synthetic generator can write (all tuples, all templates)."""
     captions = all_possible_captions()
-    assert len(captions) == 864 * 3 and len(set(captions)) == len(captions)
+    assert len(captions) == 3456 * 3 and len(set(captions)) == len(captions)
     return captions
 
 

@@ -50,6 +50,9 @@ __all__ = [
     "grouped_t2v_metrics",
     "grouped_v2t_metrics",
     "dual_softmax",
+    "chance_recall",
+    "bootstrap_recall_intervals",
+    "paired_bootstrap_difference",
 ]
 
 
@@ -196,6 +199,130 @@ def dual_softmax(sims, dim: int = 0, temperature: float = 100.0) -> torch.Tensor
     """
     sims = _as_tensor(sims, "sims").to(torch.float64)
     return sims * torch.softmax(temperature * sims, dim=dim)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Uncertainty: bootstrap over queries
+# ---------------------------------------------------------------------------------------------------
+#
+# A test split is a sample of queries; R@K is a mean over them. The percentile bootstrap (Efron &
+# Tibshirani 1993, Sec. 13.3) resamples the queries with replacement and reads the interval off the
+# resampled means. For two scorers evaluated on the SAME queries, the paired bootstrap resamples query
+# indices once and applies them to both rank arrays, so the interval of the difference keeps the
+# correlation between the scorers (a query that is easy for one is usually easy for the other), which
+# makes it much narrower than two independent intervals would suggest.
+
+DEFAULT_INTERVAL_KS: tuple[int, ...] = (1, 5, 10)
+
+
+def chance_recall(num_candidates: int, ks: Sequence[int] = DEFAULT_INTERVAL_KS) -> dict[str, float]:
+    """R@K (percent) of a scorer that ranks the candidates in a uniformly random order, with one
+    target among ``num_candidates``: ``100 * min(K, N) / N``."""
+    if num_candidates < 1:
+        raise ValueError(f"`num_candidates` must be at least 1, got {num_candidates}")
+    return {f"R@{k}": 100.0 * min(k, num_candidates) / num_candidates for k in ks}
+
+
+def _check_ranks(ranks, name: str) -> np.ndarray:
+    ranks = np.asarray(ranks).reshape(-1)
+    if ranks.size == 0:
+        raise ValueError(f"`{name}` is empty: no queries to resample")
+    if not np.issubdtype(ranks.dtype, np.number) or np.any(ranks < 1):
+        raise ValueError(f"`{name}` must hold 1-based ranks (numbers >= 1)")
+    return ranks
+
+
+def _resampled_indices(num_queries: int, num_resamples: int, seed: int, chunk: int):
+    """Yields ``(n, num_queries)`` blocks of query indices drawn with replacement, ``num_resamples`` rows
+    in all; one seeded generator, so the same (seed, sizes) give the same draws."""
+    if num_resamples < 1:
+        raise ValueError(f"`num_resamples` must be at least 1, got {num_resamples}")
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 20240601]))
+    done = 0
+    while done < num_resamples:
+        n = min(chunk, num_resamples - done)
+        yield rng.integers(0, num_queries, size=(n, num_queries))
+        done += n
+
+
+def _percentile_interval(values: np.ndarray, confidence: float) -> list[float]:
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(values, [alpha, 1.0 - alpha])
+    return [float(low), float(high)]
+
+
+def bootstrap_recall_intervals(
+    ranks,
+    ks: Sequence[int] = DEFAULT_INTERVAL_KS,
+    *,
+    num_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, list[float]]:
+    """Percentile-bootstrap confidence intervals of R@K (percent), resampling the queries.
+
+    Args:
+        ranks: ``(num_queries,)`` 1-based ranks, e.g. from :func:`text_to_video_ranks`.
+        ks: the K of each R@K.
+        num_resamples: bootstrap resamples.
+        confidence: coverage of the interval (0.95 gives the 2.5 % and 97.5 % quantiles).
+        seed: seeds the resampling; the same inputs and seed give the same intervals.
+
+    Returns:
+        ``{"R@K": [low, high]}``.
+    """
+    ranks = _check_ranks(ranks, "ranks")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"`confidence` must be in (0, 1), got {confidence}")
+    hits = {k: (ranks <= k).astype(np.float64) for k in ks}
+    values = {k: [] for k in ks}
+    for indices in _resampled_indices(ranks.size, num_resamples, seed, chunk=max(1, 2_000_000 // ranks.size)):
+        for k in ks:
+            values[k].append(100.0 * hits[k][indices].mean(axis=1))
+    return {f"R@{k}": _percentile_interval(np.concatenate(values[k]), confidence) for k in ks}
+
+
+def paired_bootstrap_difference(
+    ranks_a,
+    ranks_b,
+    ks: Sequence[int] = DEFAULT_INTERVAL_KS,
+    *,
+    num_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, dict]:
+    """R@K of scorer A minus R@K of scorer B (percentage points) on the same queries, with a paired
+    percentile-bootstrap interval (the same resampled queries for both).
+
+    Args:
+        ranks_a, ranks_b: ``(num_queries,)`` 1-based ranks of the same queries, in the same order.
+
+    Returns:
+        ``{"R@K": {"difference": a - b, "ci95": [low, high], "share_a_not_better": fraction of
+        resamples where A's R@K <= B's}}``; the interval's key names the confidence (``ci95`` for
+        0.95, ``ci90`` for 0.9).
+    """
+    ranks_a = _check_ranks(ranks_a, "ranks_a")
+    ranks_b = _check_ranks(ranks_b, "ranks_b")
+    if ranks_a.shape != ranks_b.shape:
+        raise ValueError(f"`ranks_a` ({ranks_a.size} queries) and `ranks_b` ({ranks_b.size}) must rank the same queries")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"`confidence` must be in (0, 1), got {confidence}")
+    interval_key = f"ci{round(100 * confidence):d}"
+    delta = {k: 100.0 * ((ranks_a <= k).astype(np.float64) - (ranks_b <= k).astype(np.float64)) for k in ks}
+    values = {k: [] for k in ks}
+    for indices in _resampled_indices(ranks_a.size, num_resamples, seed, chunk=max(1, 2_000_000 // ranks_a.size)):
+        for k in ks:
+            values[k].append(delta[k][indices].mean(axis=1))
+    result = {}
+    for k in ks:
+        resampled = np.concatenate(values[k])
+        result[f"R@{k}"] = {
+            "difference": float(delta[k].mean()),
+            interval_key: _percentile_interval(resampled, confidence),
+            "share_a_not_better": float(np.mean(resampled <= 0.0)),
+        }
+    return result
 
 
 # ---------------------------------------------------------------------------------------------------

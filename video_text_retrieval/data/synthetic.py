@@ -1,15 +1,20 @@
 """A deterministic synthetic video-caption data set made of real mp4 files.
 
-Each clip shows one, two or three identical shapes of one colour moving in one direction across a
-plain background. Its captions name five fine-grained concepts, each with whole words:
+Each clip shows one, two or three identical shapes of one colour and size moving in one direction,
+slowly or quickly, across a plain background. Its captions name seven fine-grained concepts, each
+with whole words:
 
     colour      red, green, blue, purple, yellow, pink
     shape       circle, square, triangle, diamond   (plural when there are several)
     motion      left, right, up, down
     background  white, black, gray
     count       one, two, three
+    size        small, large
+    speed       slowly, quickly
 
-e.g. "two red squares move left on a white background".
+e.g. "two small red squares move quickly left on a white background". The 3456 concept tuples leave
+1152 held-out tuples, enough for a test split of 1000 videos with unique captions beside a
+validation split.
 
 Splits (one JSON object per video, the project's common schema):
 
@@ -17,7 +22,7 @@ Splits (one JSON object per video, the project's common schema):
   three captions each (paraphrase templates).
 * `validation.jsonl` and `test.jsonl`: videos whose (colour, shape) pair IS held out, so every one of
   their concept combinations is unseen in training while each concept on its own is seen (each colour
-  keeps three training shapes, each shape four or five training colours). One caption each. A concept
+  keeps two or three training shapes, each shape four training colours). One caption each. A concept
   tuple occurs at most once across validation and test together, so test captions are unique and
   every test caption has exactly one correct video. The validation split is for model selection;
   never select on the test split.
@@ -55,7 +60,7 @@ import numpy as np
 
 # Format of the files written by this module; bump it when the pixels or captions change so that
 # an old set on disk is not silently reused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 # Nominal RGB colours. Shape colours are far apart in hue, and their luma (BT.601) stays at least ~50
 # away from the gray background's (dark colours ~60-80, yellow ~210, pink ~180): with yuv420p the
@@ -78,8 +83,14 @@ SHAPE_PLURALS: dict[str, str] = {shape: shape + "s" for shape in SHAPES}
 # Unit displacement (dx, dy) in image coordinates (y grows downwards).
 MOTIONS: dict[str, tuple[int, int]] = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 COUNT_WORDS: dict[int, str] = {1: "one", 2: "two", 3: "three"}
+# Shape diameter as a fraction of the frame size. The ranges are ~1.3x apart, so the size is visible in
+# every clip, and even a small shape spans ~10 px in a 64 px frame (its outline stays recognisable).
+SIZES: dict[str, tuple[float, float]] = {"small": (0.16, 0.19), "large": (0.24, 0.28)}
+# Distance travelled over the clip as a fraction of the frame size; a slow shape still moves > 2 px per
+# frame in a 64 px, 8-frame clip.
+SPEEDS: dict[str, tuple[float, float]] = {"slowly": (0.24, 0.30), "quickly": (0.42, 0.52)}
 
-CONCEPT_TYPES: tuple[str, ...] = ("colour", "shape", "motion", "background", "count")
+CONCEPT_TYPES: tuple[str, ...] = ("colour", "shape", "motion", "background", "count", "size", "speed")
 
 # Concept type -> the words that name it in captions (shapes in singular and plural form). Every
 # word is a whole word of the captions, hence a whole token of the caption-built tokenizers: this is
@@ -90,12 +101,16 @@ CONCEPT_WORDS: dict[str, tuple[str, ...]] = {
     "motion": tuple(MOTIONS),
     "background": tuple(BACKGROUNDS),
     "count": tuple(COUNT_WORDS.values()),
+    "size": tuple(SIZES),
+    "speed": tuple(SPEEDS),
 }
 
 # (colour, shape) pairs never shown in training; validation and test are drawn from them. Each colour
-# loses exactly one shape and each shape at most two colours, so every concept is still trained.
+# loses one or two shapes and each shape two colours, so every concept is still trained.
 HELD_OUT_COLOUR_SHAPE_PAIRS: tuple[tuple[str, str], ...] = (
     ("red", "triangle"),
+    ("red", "diamond"),
+    ("blue", "square"),
     ("green", "diamond"),
     ("blue", "circle"),
     ("yellow", "square"),
@@ -105,9 +120,9 @@ HELD_OUT_COLOUR_SHAPE_PAIRS: tuple[tuple[str, str], ...] = (
 
 # Paraphrase templates. Training videos get all of them; a validation/test video gets one.
 CAPTION_TEMPLATES: tuple[str, ...] = (
-    "{count} {colour} {shapes} {move} {motion} on a {background} background",
-    "a {background} background with {count} {colour} {shapes} moving {motion}",
-    "{count} {colour} {shapes} {travel} {motion} across a {background} background",
+    "{count} {size} {colour} {shapes} {move} {speed} {motion} on a {background} background",
+    "a {background} background with {count} {size} {colour} {shapes} moving {speed} {motion}",
+    "{count} {size} {colour} {shapes} {travel} {speed} {motion} across a {background} background",
 )
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
@@ -118,9 +133,6 @@ _VIDEOS_SUBDIR = "videos"
 MARKER_FILENAME = ".video_text_retrieval_synthetic.json"
 _MARKER_GENERATOR = "video_text_retrieval.data.synthetic"
 
-# Geometry, as fractions of the frame size: shape diameter, and the distance travelled over the clip.
-_SIZE_RANGE = (0.17, 0.25)
-_TRAVEL_RANGE = (0.35, 0.5)
 _NUM_LANES = 3  # shapes move in separate lanes across the motion axis, so they never overlap
 
 
@@ -158,7 +170,8 @@ def caption_for(concepts: dict, template_index: int = 0) -> str:
     """The caption of a concept tuple with one of `CAPTION_TEMPLATES`.
 
     Args:
-        concepts: `{"colour", "shape", "motion", "background", "count"}` (count an int in 1..3).
+        concepts: `{"colour", "shape", "motion", "background", "count", "size", "speed"}` (count an int
+            in 1..3).
         template_index: index into `CAPTION_TEMPLATES`.
     """
     count = int(concepts["count"])
@@ -171,6 +184,8 @@ def caption_for(concepts: dict, template_index: int = 0) -> str:
         travel="travel" if plural else "travels",
         motion=concepts["motion"],
         background=concepts["background"],
+        size=concepts["size"],
+        speed=concepts["speed"],
     )
 
 
@@ -189,6 +204,8 @@ def concept_words_of(concepts: dict) -> dict[str, str]:
         "motion": concepts["motion"],
         "background": concepts["background"],
         "count": COUNT_WORDS[count],
+        "size": concepts["size"],
+        "speed": concepts["speed"],
     }
 
 
@@ -198,11 +215,12 @@ def concept_words_of(concepts: dict) -> dict[str, str]:
 
 
 def all_concept_tuples() -> list[dict]:
-    """Every (colour, shape, motion, background, count) combination, as concept dicts (864 of them)."""
+    """Every (colour, shape, motion, background, count, size, speed) combination, as concept dicts
+    (3456 of them)."""
     return [
-        {"colour": colour, "shape": shape, "motion": motion, "background": background, "count": count}
-        for colour, shape, motion, background, count in itertools.product(
-            COLOURS, SHAPES, MOTIONS, BACKGROUNDS, COUNT_WORDS
+        {"colour": colour, "shape": shape, "motion": motion, "background": background, "count": count, "size": size, "speed": speed}
+        for colour, shape, motion, background, count, size, speed in itertools.product(
+            COLOURS, SHAPES, MOTIONS, BACKGROUNDS, COUNT_WORDS, SIZES, SPEEDS
         )
     ]
 
@@ -270,8 +288,8 @@ def _sample_geometry(concepts: dict, frame_size: int, num_frames: int, rng: np.r
     """Positions of the shapes over time: `centres` float array (num_frames, count, 2) as (x, y),
     and the shape `diameter` in pixels."""
     count = int(concepts["count"])
-    diameter = rng.uniform(*_SIZE_RANGE) * frame_size
-    travel = rng.uniform(*_TRAVEL_RANGE) * frame_size
+    diameter = rng.uniform(*SIZES[concepts["size"]]) * frame_size
+    travel = rng.uniform(*SPEEDS[concepts["speed"]]) * frame_size
     dx, dy = MOTIONS[concepts["motion"]]
     horizontal = dx != 0
     direction = dx if horizontal else dy
@@ -542,7 +560,7 @@ def generate_synthetic_dataset(
         num_train_videos: training videos (three captions each).
         num_val_videos: validation videos (one caption each, held-out combinations).
         num_test_videos: test videos (one unique caption each, held-out combinations).
-            Validation and test together take at most 216 videos (the distinct held-out tuples).
+            Validation and test together take at most 1152 videos (the distinct held-out tuples).
         num_frames: frames per clip (>= 2).
         frame_size: height = width in pixels (even, >= 32).
         fps: frame rate written into the mp4 files.
