@@ -186,8 +186,8 @@ def test_card_records_no_local_absolute_path(tmp_path):
 
 def test_find_local_paths_leaves_urls_and_relative_paths():
     text = ("see https://arxiv.org/abs/2403.17998 and outputs/demo/data/test.jsonl, an /optimizer\n"
-            "then /home/bob/x and /work/a/b and C:\\Users\\bob")
-    assert find_local_paths(text) == [(2, "/home/bob/x"), (2, "/work/a/b"), (2, "C:\\Users\\bob")]
+            "then /home/bob/x and /srv/a/b and C:\\Users\\bob")
+    assert find_local_paths(text) == [(2, "/home/bob/x"), (2, "/srv/a/b"), (2, "C:\\Users\\bob")]
 
 
 def test_push_refuses_a_folder_without_card(tmp_path):
