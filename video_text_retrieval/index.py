@@ -73,6 +73,7 @@ try:  # optional extra `index`
 except ImportError:  # pragma: no cover - depends on the environment
     faiss = None
 
+from . import sparse_search
 from .topk import StreamingTopK
 
 __all__ = ["SparseLexiconIndex", "DenseIndex", "FusedIndex", "faiss_available"]
@@ -86,6 +87,7 @@ DEFAULT_SCORE_BLOCK_BYTES = 1 << 27
 SCORE_ROUNDING_MARGIN = 1e-5
 # Segments kept before adjacent small ones are merged (each search walks every segment's posting lists).
 DEFAULT_MAX_SEGMENTS = 8
+SEARCH_METHODS = ("exhaustive", "block_max")
 
 
 def faiss_available() -> bool:
@@ -367,6 +369,17 @@ class SparseLexiconIndex:
         normalize: `"before_pruning"` (default), `"after_pruning"` or `"none"`; see the module docstring.
         chunk_size: vectors normalised and pruned together in `add` (bounds its temporary memory).
         max_segments: segments kept before the smallest adjacent pair is merged.
+        search_method: how `search` finds the exact top-k (`video_text_retrieval.sparse_search`):
+            `"exhaustive"` (default) accumulates every posting entry of the query's words (compiled with
+            numba when installed, else scipy's sparse product); `"block_max"` skips document blocks and
+            posting entries that provably cannot reach the current k-th score (needs numba and
+            non-negative weights; other queries fall back to exhaustive). Both return the same top-k; which
+            is faster depends on the corpus (``docs/search_at_scale.md``).
+        block_size: documents per block of the `"block_max"` search.
+
+    After each `search`, `last_search_stats` counts the posting entries the query words hold
+    (`entries_total`) and, for `"block_max"`, the blocks seen and skipped, the entries accumulated and the
+    documents rescored.
 
     Storage: `self.segments`, a list of `scipy.sparse.csr_matrix` `(vocab_size, segment_documents)`
     float32 with int32 indices (row j = posting list of word j within the segment), covering consecutive
@@ -385,9 +398,18 @@ class SparseLexiconIndex:
         normalize: str = "before_pruning",
         chunk_size: int = 4096,
         max_segments: int = DEFAULT_MAX_SEGMENTS,
+        search_method: str = "exhaustive",
+        block_size: int = sparse_search.DEFAULT_BLOCK_SIZE,
     ) -> None:
         if normalize not in NORMALIZE_MODES:
             raise ValueError(f"`normalize` must be one of {NORMALIZE_MODES}, got {normalize!r}")
+        if search_method not in SEARCH_METHODS:
+            raise ValueError(f"`search_method` must be one of {SEARCH_METHODS}, got {search_method!r}")
+        if search_method == "block_max" and not sparse_search.numba_available():
+            raise ImportError("`search_method='block_max'` needs numba: pip install numba "
+                              "(or the `index` extra of video-text-retrieval)")
+        self.search_method = search_method
+        self.block_size = _check_positive_int_or_none(block_size, "block_size")
         self.vocab_size = _check_positive_int_or_none(vocab_size, "vocab_size")
         self.top_k = _check_positive_int_or_none(top_k, "top_k")
         self.threshold = _check_threshold(threshold, "threshold")
@@ -399,6 +421,8 @@ class SparseLexiconIndex:
         self._ids = _IdStore()
         self._pending: list[sp.csr_matrix] = []  # document rows added since the last build
         self._segments: list[sp.csr_matrix] = []  # inverted, consecutive positions
+        self._summaries: dict[int, tuple[sp.csr_matrix, sparse_search.PostingSummary]] = {}  # block-max bounds
+        self.last_search_stats: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -560,12 +584,22 @@ class SparseLexiconIndex:
         segments = self.segments
         if not segments:
             raise ValueError("the index is empty: call `add` first")
-        scores = np.empty((queries.shape[0], self._ids.num_positions), dtype=np.float32)
-        start = 0
-        for segment in segments:
-            stop = start + segment.shape[1]
-            scores[:, start:stop] = (queries @ segment).toarray()
-            start = stop
+        if sparse_search.numba_available():
+            scores = np.zeros((queries.shape[0], self._ids.num_positions), dtype=np.float32)
+            for row in range(queries.shape[0]):
+                terms, weights = _query_row(queries, row)
+                start = 0
+                for segment in segments:
+                    stop = start + segment.shape[1]
+                    sparse_search.accumulate_scores(terms, weights, segment, scores[row, start:stop])
+                    start = stop
+        else:
+            scores = np.empty((queries.shape[0], self._ids.num_positions), dtype=np.float32)
+            start = 0
+            for segment in segments:
+                stop = start + segment.shape[1]
+                scores[:, start:stop] = (queries @ segment).toarray()
+                start = stop
         if mask_deleted and self._ids.has_deleted:
             scores[:, ~self._ids.alive_mask] = -np.inf
         return scores
@@ -590,6 +624,11 @@ class SparseLexiconIndex:
         return self._search_prepared(self.prepare_queries(query_vectors), k, batch_size=batch_size)
 
     def _search_prepared(self, queries: sp.csr_matrix, k: int, *, batch_size: int | None = None):
+        segments = self.segments
+        self.last_search_stats = {"method": self.search_method, "queries": int(queries.shape[0]),
+                                  "entries_total": _posting_entries(queries, segments)}
+        if sparse_search.numba_available():
+            return self._search_compiled(queries, k, segments)
         batch = self._batch_size(batch_size)
         positions, scores = [], []
         for start in range(0, queries.shape[0], batch):
@@ -600,6 +639,47 @@ class SparseLexiconIndex:
         if not positions:
             return np.zeros((0, k), dtype=np.int64), np.zeros((0, k), dtype=np.float32)
         return np.concatenate(positions), np.concatenate(scores)
+
+    def _search_compiled(self, queries: sp.csr_matrix, k: int, segments: list[sp.csr_matrix]):
+        """One query at a time, every segment merged into one running top-k (`sparse_search`)."""
+        alive = self._ids.alive_mask
+        positions = np.zeros((queries.shape[0], k), dtype=np.int64)
+        scores = np.zeros((queries.shape[0], k), dtype=np.float32)
+        counters = np.zeros(len(sparse_search.STAT_NAMES), dtype=np.int64)
+        fallbacks = 0
+        for row in range(queries.shape[0]):
+            terms, weights = _query_row(queries, row)
+            top = sparse_search.new_top(k)
+            offset = 0
+            for segment in segments:
+                summary = self._summary(segment) if self.search_method == "block_max" else None
+                if summary is not None and summary.non_negative and (weights >= 0).all():
+                    sparse_search.block_max_topk(terms, weights, segment, summary, alive, offset, top, counters,
+                                                 self.block_size)
+                else:
+                    fallbacks += self.search_method == "block_max"
+                    sparse_search.exhaustive_topk(terms, weights, segment, alive, offset, top)
+                offset += segment.shape[1]
+            found = top[1] >= 0
+            if found.sum() < k:  # block-max returns touched documents only: pad with untouched ones (score 0)
+                top = _pad_with_untouched(top, alive, k)
+                found = top[1] >= 0
+            order = np.argsort(-top[0], kind="stable")
+            positions[row], scores[row] = top[1][order], top[0][order]
+        if self.search_method == "block_max":
+            self.last_search_stats.update(dict(zip(sparse_search.STAT_NAMES, counters.tolist())))
+            self.last_search_stats["exhaustive_fallbacks"] = int(fallbacks)
+        return positions, scores
+
+    def _summary(self, segment: sp.csr_matrix) -> sparse_search.PostingSummary:
+        """Chunk summaries of one segment, computed at its first block-max search and kept with it."""
+        cached = self._summaries.get(id(segment))
+        if cached is None or cached[0] is not segment:
+            self._summaries = {key: value for key, value in self._summaries.items()
+                               if any(value[0] is kept for kept in self._segments)}
+            cached = (segment, sparse_search.summarize_postings(segment))
+            self._summaries[id(segment)] = cached
+        return cached[1]
 
     def _check_not_empty(self) -> int:
         if not len(self):
@@ -619,6 +699,8 @@ class SparseLexiconIndex:
             "normalize": self.normalize,
             "chunk_size": self.chunk_size,
             "max_segments": self.max_segments,
+            "search_method": self.search_method,
+            "block_size": self.block_size,
         }
 
     def _state(self) -> dict[str, np.ndarray]:
@@ -636,6 +718,10 @@ class SparseLexiconIndex:
     @classmethod
     def _from_state(cls, arrays: dict[str, np.ndarray], config: dict) -> "SparseLexiconIndex":
         settings = {key: value for key, value in config.items() if key != "class"}
+        if settings.get("search_method") == "block_max" and not sparse_search.numba_available():
+            warnings.warn("this index was saved with search_method='block_max', which needs numba (not installed): "
+                          "searching exhaustively instead (same results)", stacklevel=3)
+            settings["search_method"] = "exhaustive"
         index = cls(**settings)
         index._ids = _IdStore.from_arrays(arrays["ids"], arrays.get("alive"))
         if index._ids.num_positions:
@@ -651,6 +737,32 @@ class SparseLexiconIndex:
         """Read an index written by `save`. `mmap=True` (folders only) maps the posting arrays read-only
         instead of reading them: loading is instant and the pages are shared with other processes."""
         return cls._from_state(*_load_arrays(path, "SparseLexiconIndex", mmap=mmap))
+
+
+def _query_row(queries: sp.csr_matrix, row: int) -> tuple[np.ndarray, np.ndarray]:
+    """(word ids int32, weights float32) of one prepared query."""
+    start, stop = queries.indptr[row], queries.indptr[row + 1]
+    return (np.ascontiguousarray(queries.indices[start:stop], dtype=np.int32),
+            np.ascontiguousarray(queries.data[start:stop], dtype=np.float32))
+
+
+def _posting_entries(queries: sp.csr_matrix, segments: list[sp.csr_matrix]) -> int:
+    """Posting entries the queries' words hold, over every segment: the work of an exhaustive search."""
+    lengths = sum(np.diff(np.asarray(segment.indptr, dtype=np.int64)) for segment in segments)
+    return int(lengths[queries.indices].sum()) if len(segments) else 0
+
+
+def _pad_with_untouched(top: tuple[np.ndarray, np.ndarray], alive: np.ndarray, k: int):
+    """Fill a running top-k that found fewer than `k` documents with the first live untouched ones (score 0:
+    they share no word with the query, and block-max only visits documents that do)."""
+    scores, positions = top
+    found = positions[positions >= 0]
+    extra = np.setdiff1d(np.flatnonzero(alive), found)[: k - len(found)]
+    filled_positions = np.concatenate([found, extra])
+    filled_scores = np.concatenate([scores[positions >= 0], np.zeros(len(extra), dtype=np.float32)])
+    pad = k - len(filled_positions)  # only when fewer than k documents are alive
+    return (np.concatenate([filled_scores, np.full(pad, -np.inf, dtype=np.float32)]),
+            np.concatenate([filled_positions, np.full(pad, -1, dtype=np.int64)]))
 
 
 def _with_int32_indices(matrix: sp.csr_matrix) -> sp.csr_matrix:
