@@ -9,8 +9,10 @@ Backends (each measured in its own subprocess, so that resident memory is its ow
 `.npy` files, the baseline taken after reading, the index then built; `rss_index_bytes` is the growth of the
 resident set, `peak_rss_bytes` the high-water mark during build and search):
 
-* `memory`: `SparseLexiconIndex`, `DenseIndex` (torch; FAISS when installed), `FusedIndex` (exact by default,
-  and one round at depth 100 as the approximation it replaced).
+* `memory`: `SparseLexiconIndex` (its default exhaustive kernel, compiled with numba; its `block_max` search; and
+  scipy's sparse product, the search before the compiled kernels, as the same-run baseline), `DenseIndex`
+  (torch; FAISS when installed), `FusedIndex` (exact by default, and one round at depth 100 as the approximation
+  it replaced).
 * `edge`: the embedded Qdrant engine (`qdrant-edge-py`) through `QdrantSparseIndex`, `QdrantDenseIndex`
   (exact scan; HNSW up to `--hnsw-max-size`) and `QdrantFusedIndex` (exact by default).
 * `local`: `qdrant-client`'s local mode (pure Python), at `--local-size` documents only.
@@ -23,8 +25,7 @@ T-MASS (`--tmass-videos`, default 100k x 12 frames, a random tiny `TMassModel`, 
 so exact and two-stage scores are the same numbers): recall@10 of the exact T-MASS ranking
 (`tmass_search.tmass_topk`, every video scored) by `two_stage_search` at several candidate depths, and texts/s.
 
-    python benchmarks/bench_galleries.py --sizes 100000 --json galleries_100k.json
-    python benchmarks/bench_galleries.py --sizes 1000000 --queries 200 --skip-tmass --json galleries_1m.json
+    python benchmarks/bench_galleries.py --sizes 100000 1000000 --queries 300 100 --threads 1 --json galleries.json
 """
 
 from __future__ import annotations
@@ -120,6 +121,7 @@ def overlap(found, reference) -> float:
 
 
 def time_queries(search, queries: list, batched) -> dict:
+    search(queries[0])  # warm-up: numba compiles its kernels at the first call of a process (about a second)
     start = time.perf_counter()
     singles = [search(query) for query in queries]
     single_seconds = time.perf_counter() - start
@@ -178,6 +180,16 @@ def child(backend: str, kind: str, corpus: Path, work: Path, options: dict) -> d
             report[mode]["single_vs_batched_overlap"] = overlap(timing["single_ids"], timing["batched_ids"])
         if backend == "memory" and kind == "fused":
             report[mode]["rounds"] = dict(index.last_search_stats)
+        if backend == "memory" and kind == "sparse":  # stats of the batched call (every query)
+            stats = dict(index.last_search_stats)
+            if "entries_scored" in stats:
+                stats["share_of_entries_scored"] = round(stats["entries_scored"] / max(stats["entries_total"], 1), 4)
+            report[mode]["stats"] = stats
+    if backend == "memory" and kind == "sparse":
+        from video_text_retrieval import sparse_search
+
+        report["kernel"] = "numba" if sparse_search.numba_available() else "scipy"
+        report["num_entries"] = index.num_entries
     final = memory_status()
     report.update(
         rss_index_bytes=after_build["VmRSS"] - baseline["VmRSS"],
@@ -257,6 +269,27 @@ def search_modes(index, backend, kind, size, options):
             "one_round_depth100": lambda q: index.search(q, 10, exact=False, depth=100),
         }
     modes = {"exact": lambda q: index.search(q, 10)}
+    if backend == "memory" and kind == "sparse":
+        from video_text_retrieval import sparse_search
+
+        def scipy_product(q):  # the index's search before its compiled kernels, as the same-run baseline
+            compiled = sparse_search.numba_available
+            sparse_search.numba_available = lambda: False
+            try:
+                return index.search(q, 10)
+            finally:
+                sparse_search.numba_available = compiled
+
+        def block_max(q):
+            index.search_method = "block_max"
+            try:
+                return index.search(q, 10)
+            finally:
+                index.search_method = "exhaustive"
+
+        modes["exact_scipy_product"] = scipy_product
+        if sparse_search.numba_available():
+            modes["exact_block_max"] = block_max
     if kind == "dense" and backend == "edge" and size <= options["hnsw_max_size"]:
         modes["hnsw"] = lambda q: index.search(q, 10, exact=False)
     return modes
@@ -264,8 +297,11 @@ def search_modes(index, backend, kind, size, options):
 
 def save_reference(index, kind, queries, query_latent, work, prefix):
     """Brute-force top-10 (every document scored) for R@10 of every backend."""
-    if kind == "sparse":
-        reference = index.search(queries, 10)[0]
+    if kind == "sparse":  # every document scored, then a full top-k
+        prepared = index.prepare_queries(queries)
+        reference = np.concatenate([
+            torch.topk(torch.from_numpy(index.score_all(prepared[start : start + 16])), 10, dim=1).indices.numpy()
+            for start in range(0, prepared.shape[0], 16)])
     elif kind == "dense":
         reference = index.search(query_latent, 10)[0]
     else:
@@ -358,10 +394,20 @@ def tmass_section(num_videos: int, num_frames: int, dim: int, num_texts: int, de
 # ---- main ----
 
 
+def write_report(path, report, partial=None) -> None:
+    """Write the report so far (a run stopped part-way keeps every finished row)."""
+    if path is None:
+        return
+    snapshot = dict(report, galleries=report["galleries"] + ([partial] if partial else []))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(snapshot, indent=2) + "\n", encoding="utf-8")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="*", default=[100_000])
-    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--queries", type=int, nargs="*", default=[300],
+                        help="queries per gallery size (one value for all sizes, or one per size)")
     parser.add_argument("--backends", nargs="*", default=["memory", "edge", "local"])
     parser.add_argument("--kinds", nargs="*", default=["sparse", "dense", "fused"])
     parser.add_argument("--local-size", type=int, default=2_000, help="documents for qdrant-client's local mode")
@@ -399,11 +445,12 @@ def main() -> None:
     work_root = args.work_dir or Path(tempfile.mkdtemp(prefix="bench_galleries_"))
     work_root.mkdir(parents=True, exist_ok=True)
     try:
-        for size in args.sizes:
+        for number, size in enumerate(args.sizes):
+            num_queries = args.queries[min(number, len(args.queries) - 1)]
             folder = work_root / f"corpus_{size}"
             folder.mkdir(exist_ok=True)
             start = time.perf_counter()
-            write_corpus(folder, size, args.queries, args.seed)
+            write_corpus(folder, size, num_queries, args.seed)
             print(f"[corpus] {size} documents in {time.perf_counter() - start:.0f} s", flush=True)
             rows = []
             for backend in [b for b in args.backends if b == "memory"] + [b for b in args.backends if b != "memory"]:
@@ -421,7 +468,8 @@ def main() -> None:
                     row["load_average"] = [round(value, 2) for value in os.getloadavg()]
                     print(json.dumps(row), flush=True)
                     rows.append(row)
-            report["galleries"].append({"documents": size, "queries": args.queries, "rows": rows})
+                    write_report(args.json, report, {"documents": size, "queries": num_queries, "rows": rows})
+            report["galleries"].append({"documents": size, "queries": num_queries, "rows": rows})
             shutil.rmtree(folder, ignore_errors=True)
         if not args.skip_tmass:
             report["tmass"] = tmass_section(args.tmass_videos, args.tmass_frames, args.tmass_dim, args.tmass_texts,
@@ -431,8 +479,7 @@ def main() -> None:
             shutil.rmtree(work_root, ignore_errors=True)
     report["load_average_end"] = [round(value, 2) for value in os.getloadavg()]
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        write_report(args.json, report)
         print(f"wrote {args.json}")
 
 
