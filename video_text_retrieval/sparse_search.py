@@ -218,8 +218,6 @@ def _block_max_py(terms, weights, order, indptr, indices, data, chunk_pointer, c
     range_start = np.zeros(num_terms, dtype=np.int64)
     range_stop = np.zeros(num_terms, dtype=np.int64)
     scores = np.zeros(block_size, dtype=np.float32)
-    touched = np.zeros(block_size, dtype=np.bool_)
-    touched_list = np.empty(block_size, dtype=np.int64)
     for start in range(0, num_documents, block_size):
         stop = min(start + block_size, num_documents)
         block_bound = 0.0
@@ -261,30 +259,26 @@ def _block_max_py(terms, weights, order, indptr, indices, data, chunk_pointer, c
                 essential[t] = False
             else:
                 essential[t] = present[t]
-        num_touched = 0
         for t in range(num_terms):
             if not essential[t]:
                 continue
-            word = terms[t]
             weight = weights[t]
             j = range_start[t]
             last = range_stop[t]
             while j < last and indices[j] < start:
                 j += 1
+            first = j
             while j < last and indices[j] < stop:
-                d = indices[j] - start
-                if not touched[d]:
-                    touched[d] = True
-                    touched_list[num_touched] = d
-                    num_touched += 1
-                scores[d] += weight * data[j]
+                scores[indices[j] - start] += weight * data[j]
                 j += 1
-                stats[2] += 1
-        for i in range(num_touched):
-            d = touched_list[i]
+            stats[2] += j - first
+        # Weights are positive, so a partial score of 0 means no essential word: such a document holds
+        # non-essential words only, whose bounds sum below theta (or none at all).
+        for d in range(stop - start):
             partial = scores[d]
+            if partial == 0.0:
+                continue
             scores[d] = 0.0
-            touched[d] = False
             position = start + d
             if not alive[offset + position]:
                 continue
