@@ -208,6 +208,9 @@ def child(backend: str, kind: str, corpus: Path, work: Path, options: dict) -> d
         reference = np.load(work / f"{prefix}_{kind}.npy")
         found = np.load(work / f"ids_{backend}_{kind}_{mode}.npy")
         report[mode]["R@10_vs_brute_force"] = overlap(found, reference)
+        if not limit:  # the document each query was planted on
+            targets = np.load(corpus / "targets.npy")[: len(found)]
+            report[mode]["planted_in_top10"] = round(float((found == targets[:, None]).any(1).mean()), 4)
     return report
 
 
@@ -291,7 +294,8 @@ def search_modes(index, backend, kind, size, options):
         if sparse_search.numba_available():
             modes["exact_block_max"] = block_max
     if kind == "dense" and backend == "edge" and size <= options["hnsw_max_size"]:
-        modes["hnsw"] = lambda q: index.search(q, 10, exact=False)
+        for ef in options.get("hnsw_ef") or [None]:
+            modes["hnsw" if ef is None else f"hnsw_ef{ef}"] = lambda q, ef=ef: index.search(q, 10, exact=False, hnsw_ef=ef)
     return modes
 
 
@@ -413,6 +417,8 @@ def main() -> None:
     parser.add_argument("--local-size", type=int, default=2_000, help="documents for qdrant-client's local mode")
     parser.add_argument("--local-queries", type=int, default=20, help="queries for qdrant-client's local mode")
     parser.add_argument("--hnsw-max-size", type=int, default=100_000, help="largest gallery whose HNSW graph is built")
+    parser.add_argument("--hnsw-ef", type=int, nargs="*", default=[0, 128, 512],
+                        help="HNSW beam widths to search with (0: the engine's default)")
     parser.add_argument("--skip", nargs="*", default=[], metavar="BACKEND:KIND",
                         help="combinations not to run (e.g. edge:fused when its memory would not fit)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads in the children (0: torch's default)")
@@ -457,7 +463,8 @@ def main() -> None:
                 for kind in args.kinds:
                     if f"{backend}:{kind}" in args.skip:
                         continue
-                    options = {"hnsw_max_size": args.hnsw_max_size, "threads": args.threads}
+                    options = {"hnsw_max_size": args.hnsw_max_size, "threads": args.threads,
+                               "hnsw_ef": [ef or None for ef in args.hnsw_ef]}
                     if backend == "local":
                         if args.local_size <= 0:
                             continue

@@ -186,3 +186,16 @@ def test_default_unify_index_by_gallery_size(tmp_path):
         large.close()
     else:
         assert isinstance(large, FusedIndex)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_dense_hnsw_search_takes_a_beam_width(engine, gallery, tmp_path):
+    ids, latent, _, queries_latent, _, _ = gallery
+    index = open_index(QdrantDenseIndex, engine, tmp_path, hnsw=True)
+    index.add(ids, latent)
+    exact_ids, _ = index.search(queries_latent, 5)
+    # A beam as wide as the gallery finds the exact top-k (a small collection may also be scanned: same result).
+    wide_ids, _ = index.search(queries_latent, 5, exact=False, hnsw_ef=NUM_DOCS)
+    assert (np.asarray(wide_ids) == np.asarray(exact_ids)).all()
+    with pytest.raises(ValueError, match="hnsw_ef"):
+        index.search(queries_latent, 5, exact=False, hnsw_ef=0)

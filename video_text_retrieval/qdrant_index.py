@@ -94,6 +94,7 @@ class Request:
     prefetch: list["Request"] = field(default_factory=list)
     exact: bool = True
     with_payload: bool = False
+    hnsw_ef: int | None = None  # HNSW beam width of an approximate search (None: the engine's default)
 
 
 class _ClientEngine:
@@ -169,7 +170,7 @@ class _ClientEngine:
         return self.models.Prefetch(
             query=query, using=using, limit=request.limit, filter=native_filter,
             prefetch=[self._prefetch(inner, native_filter) for inner in request.prefetch] or None,
-            params=self.models.SearchParams(exact=request.exact),
+            params=self.models.SearchParams(exact=request.exact, hnsw_ef=request.hnsw_ef),
         )
 
     def query_batch(self, requests: list[Request], native_filter) -> list[list[tuple]]:
@@ -180,7 +181,7 @@ class _ClientEngine:
             batch.append(m.QueryRequest(
                 query=query, using=using, limit=request.limit, filter=native_filter, with_payload=request.with_payload,
                 prefetch=[self._prefetch(inner, native_filter) for inner in request.prefetch] or None,
-                params=m.SearchParams(exact=request.exact),
+                params=m.SearchParams(exact=request.exact, hnsw_ef=request.hnsw_ef),
             ))
         responses = self.client.query_batch_points(self.collection, batch)
         return [[(point.id, point.score, point.payload) for point in response.points] for response in responses]
@@ -268,7 +269,7 @@ class _EdgeEngine:
         return self.qe.Prefetch(
             limit=request.limit, query=self._query(request), filter=native_filter,
             prefetches=[self._prefetch(inner, native_filter) for inner in request.prefetch] or None,
-            params=self.qe.SearchParams(exact=request.exact),
+            params=self.qe.SearchParams(exact=request.exact, hnsw_ef=request.hnsw_ef),
         )
 
     def query_batch(self, requests: list[Request], native_filter) -> list[list[tuple]]:
@@ -278,7 +279,7 @@ class _EdgeEngine:
                 limit=request.limit, query=self._query(request), filter=native_filter,
                 with_payload=request.with_payload,
                 prefetches=[self._prefetch(inner, native_filter) for inner in request.prefetch] or None,
-                params=qe.SearchParams(exact=request.exact),
+                params=qe.SearchParams(exact=request.exact, hnsw_ef=request.hnsw_ef),
             )
             for request in requests
         ]
@@ -458,9 +459,15 @@ class QdrantDenseIndex(_QdrantCollection):
         self._ensure_collection({LATENT: latent.shape[1]})
         self._upsert(self._points(ids, {LATENT: latent.tolist()}, payload))
 
-    def search(self, query_vectors, k: int, filter=None, *, exact: bool = True):
+    def search(self, query_vectors, k: int, filter=None, *, exact: bool = True, hnsw_ef: int | None = None):
+        """Top-`k` by cosine: an exact scan by default; `exact=False` walks the HNSW graph (when the collection
+        has one) with beam width `hnsw_ef` (the engine's default when None; larger is slower and finds more of
+        the exact top-k, measured in `benchmarks/RESULTS_galleries.md`)."""
+        if hnsw_ef is not None and (isinstance(hnsw_ef, bool) or not isinstance(hnsw_ef, int) or hnsw_ef < 1):
+            raise ValueError(f"`hnsw_ef` must be a positive int or None, got {hnsw_ef!r}")
         queries = _unit_rows(_to_dense_numpy(query_vectors, "query_vectors"))
-        requests = [Request(limit=k, query=Nearest(LATENT, row.tolist()), exact=exact, with_payload=True) for row in queries]
+        requests = [Request(limit=k, query=Nearest(LATENT, row.tolist()), exact=exact, with_payload=True,
+                            hnsw_ef=hnsw_ef) for row in queries]
         return self._ids_of(self.engine.query_batch(requests, self.engine.filter(filter)), k)
 
 
