@@ -43,6 +43,26 @@ def test_streaming_topk_equals_full_topk_with_ties():
         StreamingTopK(0)
 
 
+def test_streaming_topk_preselection_of_wide_blocks_keeps_ties_and_nan_order():
+    """Blocks wider than 4k are preselected (scores >= the block's k-th) before the merge: same result as a
+    stable sort of the whole matrix, with ties, -inf and NaN (NaN ranks last)."""
+    generator = torch.Generator().manual_seed(2)
+    scores = torch.randint(0, 4, (5, 300), generator=generator).float()
+    scores[0, 10:200] = float("-inf")
+    scores[1, ::3] = float("nan")
+    scores[2] = 1.0  # one value everywhere
+    for k, block, rows in [(k, b, r) for k in (1, 3, 10) for b in (50, 300) for r in ([0, 1, 2, 3, 4], [0, 1, 3, 4])]:
+        matrix = scores[rows]
+        top = StreamingTopK(k)
+        for start in range(0, matrix.shape[1], block):
+            top.update(matrix[:, start : start + block], start)
+        values, indices = top.result()
+        keys = torch.nan_to_num(matrix, nan=-float("inf"))
+        order = torch.sort(keys, dim=-1, descending=True, stable=True).indices[:, :k]
+        assert torch.equal(indices, order), (k, block)
+        assert torch.equal(torch.nan_to_num(values, nan=-1.0), torch.nan_to_num(matrix.gather(1, order), nan=-1.0))
+
+
 def test_dense_topk_equals_full_topk():
     generator = torch.Generator().manual_seed(1)
     queries, gallery = torch.randn(9, 8, generator=generator), torch.randn(30, 8, generator=generator)
