@@ -260,11 +260,17 @@ def test_fused_certificate_holds_at_small_depth(fused_data):
     np.testing.assert_array_equal(ids[exact], expected[exact])
     assert exact.any() and not exact.all()
     # The default deepens the uncertified queries (or scores them in full): exact for every query.
-    deep_ids, _, deep_exact = index.search((latent_queries, queries), k=3, return_exact=True)
+    deep_ids, _, deep_exact = index.search((latent_queries, queries), k=3, return_exact=True, strategy="candidates")
     np.testing.assert_array_equal(deep_ids, expected)
     assert deep_exact.all()
     stats = index.last_search_stats
     assert stats["round_1"] == exact.sum() and stats["round_1"] + stats["deeper_lists"] + stats["full_scoring"] == 9
+    # The default scores every document in one pass (both halves are exhaustive anyway): the same ranking.
+    full_ids, full_scores, full_exact = index.search((latent_queries, queries), k=3, return_exact=True)
+    np.testing.assert_array_equal(full_ids, expected)
+    assert full_exact.all() and index.last_search_stats["full_scoring"] == 9
+    with pytest.raises(ValueError, match="strategy"):
+        index.search((latent_queries, queries), k=3, strategy="rrf")
 
 
 def adversarial_fused_gallery(num_each: int, vocab: int, dim: int, seed: int):
@@ -321,14 +327,15 @@ def test_fused_exact_by_default_on_adversarial_gallery(max_depth):
     approx, _, approx_exact = index.search((query_latent, query_lexicon), k=3, exact=False, return_exact=True)
     assert not approx_exact.any() and not set(approx[0]) & {"video-80", "video-81", "video-82"}
     expected_route = "full_scoring" if max_depth == 8 else "deeper_lists"
-    index.search((query_latent, query_lexicon), k=3)
+    index.search((query_latent, query_lexicon), k=3, strategy="candidates")
     assert index.last_search_stats[expected_route] == 1
     # At depth 20 the 43 documents with a lexicon score can reach the k-th score; 43 <= 4 * 20, so they are
     # scored exactly and the per-document lexicon bound proves the query (at max_depth 8: 43 > 32, full scoring).
     assert index.last_search_stats["lexicon_bound"] == (1 if max_depth == 60 else 0)
 
 
-def test_fused_exact_on_random_galleries_equals_brute_force():
+@pytest.mark.parametrize("strategy", ["full_scoring", "candidates"])
+def test_fused_exact_on_random_galleries_equals_brute_force(strategy):
     rng = np.random.default_rng(11)
     for trial in range(4):
         num_documents, dim = int(rng.integers(30, 120)), int(rng.integers(3, 10))
@@ -340,7 +347,7 @@ def test_fused_exact_on_random_galleries_equals_brute_force():
         index = FusedIndex(DenseIndex(backend="torch"), fusion_weights=weights, depth=int(rng.integers(1, 6)))
         index.add(range(num_documents), (latent_documents, documents))
         k = int(rng.integers(1, 8))
-        ids, scores, exact = index.search((latent_queries, queries), k=k, return_exact=True)
+        ids, scores, exact = index.search((latent_queries, queries), k=k, return_exact=True, strategy=strategy)
         expected = brute_force_fused((latent_documents, documents, latent_queries, queries), weights)
         expected_scores, expected_ids = torch.topk(expected, k, dim=1)
         assert exact.all()

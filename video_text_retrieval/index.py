@@ -1093,8 +1093,16 @@ class FusedIndex:
         depth: int | None = None,
         batch_size: int | None = None,
         return_exact: bool = False,
+        strategy: str = "full_scoring",
     ):
         """Top-`k` documents per query by the fused score.
+
+        With `exact=True` and `strategy="full_scoring"` (the default) every document gets its fused score and the
+        top-`k` is taken: both halves of this index are exhaustive (the dense index scans every vector, the
+        lexicon index accumulates every posting entry of the query's words), so the candidate rounds below
+        would scan the latent side once per round for the same answer. `strategy="candidates"` runs the rounds
+        anyway (they prove each query with a bound, as the Qdrant backend has to), and `exact=False` runs
+        round 1 only.
 
         Round 1: the union of the latent top-`depth` and the lexicon top-`depth` is rescored exactly (latent
         cosine from the stored vectors, lexicon score from the inverted index) and fused. The threshold bound
@@ -1124,6 +1132,8 @@ class FusedIndex:
         k = _check_k(k)
         if not len(self):
             raise ValueError("the index is empty: call `add` first")
+        if strategy not in ("full_scoring", "candidates"):
+            raise ValueError(f"`strategy` must be 'full_scoring' or 'candidates', got {strategy!r}")
         depth = self.depth if depth is None else _check_positive_int_or_none(depth, "depth")
         size = len(self)
         k, depth = min(k, size), min(max(depth, k), size)
@@ -1142,6 +1152,11 @@ class FusedIndex:
             # The lexicon index scores every document of a query anyway (its search is exhaustive): keep the
             # block, so that deeper lexicon lists and the candidates' exact lexicon scores cost nothing more.
             lexicon_all = torch.from_numpy(self.lexicon_index.score_all(lexicon_queries[rows]))  # [b, N]
+            if exact and strategy == "full_scoring":
+                positions[rows], scores[rows] = self._full_scoring(latent_queries[rows], lexicon_all, k)
+                proven[rows] = True
+                stats["full_scoring"] += len(rows)
+                continue
             current_depth, pending = depth, np.arange(len(rows))
             while len(pending):
                 found = self._candidates_round(
