@@ -174,18 +174,27 @@ def test_tmass_candidates_rescored_exactly_with_their_own_frames(engine, tmp_pat
     np.testing.assert_allclose(scores, top.values.numpy(), atol=1e-4)
 
 
-def test_default_unify_index_by_gallery_size(tmp_path):
+def test_default_unify_index_by_gallery_size_filters_and_kernels(tmp_path, monkeypatch):
+    from video_text_retrieval import sparse_search
     from video_text_retrieval.gallery import LARGE_GALLERY_VIDEOS, open_unify_index
     from video_text_retrieval.index import FusedIndex
 
     assert isinstance(open_unify_index(1000, path=tmp_path / "small"), FusedIndex)
     assert isinstance(open_unify_index(LARGE_GALLERY_VIDEOS), FusedIndex)  # no folder: in memory
+    if sparse_search.numba_available():  # the compiled kernels beat the engine: in memory at every size
+        assert isinstance(open_unify_index(10 * LARGE_GALLERY_VIDEOS, path=tmp_path / "big"), FusedIndex)
+    monkeypatch.setattr(sparse_search, "numba_available", lambda: False)
     large = open_unify_index(LARGE_GALLERY_VIDEOS, path=tmp_path / "large", fusion_weights=(1.0, 0.5))
+    filtered = open_unify_index(10, path=tmp_path / "filtered", filterable=True) if edge_available() else None
     if edge_available():
         assert isinstance(large, QdrantFusedIndex) and large.engine_name == "edge" and large.fusion_weights == (1.0, 0.5)
+        assert isinstance(filtered, QdrantFusedIndex)
         large.close()
+        filtered.close()
     else:
         assert isinstance(large, FusedIndex)
+    with pytest.raises(ValueError, match="filterable"):
+        open_unify_index(10, filterable=True)  # no folder for the engine
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -381,22 +381,35 @@ class GalleryReader:
         return ids, scores[:, :k]
 
 
-# Galleries from this size on are served by the embedded Qdrant engine when it is installed: there, its exact
-# sparse search answers single queries several times faster than the in-memory inverted index, for several
-# times the memory and build time (benchmarks/RESULTS_galleries.md, "which backend").
+# Without numba (the compiled sparse kernels), galleries from this size on are served by the embedded Qdrant
+# engine when it is installed: there scipy's sparse product is slower than the engine's exact sparse search
+# (benchmarks/RESULTS_galleries.md). With numba the in-memory index is faster than the engine at 1M documents,
+# for about a third of its memory, so it stays the default at every size.
 LARGE_GALLERY_VIDEOS = 100_000
 
 
-def open_unify_index(num_videos: int, *, path: str | os.PathLike | None = None, fusion_weights=(1.0, 1.0), **options):
-    """The default UNIFY index for a gallery of `num_videos`: `FusedIndex` (in memory) below
-    `LARGE_GALLERY_VIDEOS` or when no `path` is given or `qdrant-edge-py` is missing; otherwise
-    `QdrantFusedIndex(path=path)` on the embedded Qdrant engine. Both search the exact fused score by default.
-    `options` go to the chosen class."""
+def open_unify_index(num_videos: int, *, path: str | os.PathLike | None = None, fusion_weights=(1.0, 1.0),
+                     filterable: bool = False, **options):
+    """The default UNIFY index for a gallery of `num_videos` (both choices search the exact fused score):
+
+    * `QdrantFusedIndex(path=path)` on the embedded Qdrant engine (`qdrant-edge-py`) when a `path` is given
+      and either payload filters are needed (`filterable=True`: the in-memory index has none) or numba is
+      missing and the gallery has at least `LARGE_GALLERY_VIDEOS` videos;
+    * `FusedIndex` in memory otherwise (`save(folder)` / `load(folder, mmap=True)` persist it).
+
+    `options` go to the chosen class. `filterable=True` without a path or without `qdrant-edge-py` raises, rather
+    than returning an index that cannot filter.
+    """
+    from . import sparse_search
     from .index import FusedIndex
 
-    if path is not None and num_videos >= LARGE_GALLERY_VIDEOS:
+    wants_engine = filterable or (num_videos >= LARGE_GALLERY_VIDEOS and not sparse_search.numba_available())
+    if path is not None and wants_engine:
         from .qdrant_index import QdrantFusedIndex, edge_available
 
         if edge_available():
             return QdrantFusedIndex(path=path, engine="edge", fusion_weights=fusion_weights, **options)
+    if filterable:
+        raise ValueError("`filterable=True` needs the Qdrant engine: pass `path=` (a folder for the shard) and "
+                         "install qdrant-edge-py (`pip install 'video-text-retrieval[qdrant]'`)")
     return FusedIndex(fusion_weights=fusion_weights, **options)
