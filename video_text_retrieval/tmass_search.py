@@ -192,12 +192,12 @@ def first_stage_recall(
 ) -> dict[str, float]:
     """Recall (%) of the first stage at each candidate depth `k`: the share of texts whose own video is among
     its `k` mean-pooled candidates, the ceiling of a two-stage search with `candidate_depth = k`. Also the
-    median and mean 1-based rank (`MdR`, `MnR`)."""
-    ranks = first_stage_ranks(text_embeds, frame_embeds, text_to_video, chunk_size=chunk_size).float()
-    result = {f"R@{k}": round(100.0 * float((ranks < k).float().mean()), 4) for k in ks}
-    result["MdR"] = float((ranks + 1).median())
-    result["MnR"] = round(float((ranks + 1).mean()), 4)
-    return result
+    median and mean 1-based rank (`MdR`, `MnR`), computed as every other metric of the package
+    (`metrics.metrics_from_ranks`: the median of an even count is the mean of the middle two)."""
+    from .metrics import metrics_from_ranks
+
+    ranks = first_stage_ranks(text_embeds, frame_embeds, text_to_video, chunk_size=chunk_size)
+    return metrics_from_ranks(ranks.numpy() + 1, ks)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
