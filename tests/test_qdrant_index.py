@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 pytest.importorskip("qdrant_client", reason="the `qdrant` extra is not installed")
 
-from modeling_tmass import TMassConfig, TMassModel  # noqa: E402
+from tmass_utils_for_tests import random_tmass  # noqa: E402
 from video_text_retrieval.qdrant_index import (  # noqa: E402
     QdrantDenseIndex,
     QdrantFusedIndex,
@@ -130,27 +130,9 @@ def test_delete_and_reopen(gallery, engine, tmp_path):
     reopened.close()
 
 
-def tiny_tmass(dim: int = 16, frames: int = 3) -> TMassModel:
-    clip = {
-        "text_config": {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-                        "vocab_size": 40, "max_position_embeddings": 12, "bos_token_id": 38, "eos_token_id": 39,
-                        "pad_token_id": 39},
-        "vision_config": {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-                          "image_size": 16, "patch_size": 8},
-        "projection_dim": dim,
-    }
-    model = TMassModel(TMassConfig(clip_config=clip, num_frames=frames, num_trials=3)).eval()
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if not name.startswith("clip."):
-                param.add_(0.3 * torch.randn(param.shape, generator=generator))
-    return model
-
-
 @pytest.mark.parametrize("engine", ENGINES)
 def test_tmass_candidates_rescored_exactly_with_their_own_frames(engine, tmp_path):
-    model = tiny_tmass()
+    model = random_tmass(0, dim=16, frames=3, trials=3)
     generator = torch.Generator().manual_seed(1)
     frames = torch.randn(30, 3, 16, generator=generator).half().float()  # stored as float16: compare on those
     texts = torch.randn(4, 16, generator=generator)

@@ -162,13 +162,9 @@ def test_images_repeat_to_the_frame_count_for_tmass(data):
 def test_tmass_needs_and_takes_the_repeated_image_clip(data):
     from modeling_tmass import TMassConfig, TMassModel
 
-    clip_config = {
-        "text_config": {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-                        "vocab_size": 40, "max_position_embeddings": 12, "bos_token_id": 38, "eos_token_id": 39, "pad_token_id": 39},
-        "vision_config": {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-                          "image_size": 16, "patch_size": 8},
-        "projection_dim": 16,
-    }
+    from tmass_utils_for_tests import tiny_clip_config
+
+    clip_config = tiny_clip_config(16)
     torch.manual_seed(0)
     model = TMassModel(TMassConfig(clip_config=clip_config, num_frames=3, num_pooling_heads=2, pooling_dropout=0.0)).eval()
     (batch, *_) = list(_dataset(data / "image_shards", num_frames=3, image_num_frames=3, batch_size=2))

@@ -30,6 +30,7 @@ from modeling_tmass.convert_tmass_original_checkpoint import (
 from modeling_tmass.modeling_tmass import sample_text_mass
 from modeling_tmass.scoring_tmass import best_of_per_pair_trials
 from tests._shared import tmass_fixture_dirs
+from tmass_utils_for_tests import random_tmass
 from video_text_retrieval.metrics import (
     dual_softmax,
     group_by_video,
@@ -455,25 +456,8 @@ def test_official_checkpoint_equals_trained_weights(fixture_dir):
 
 
 def _random_tmass(seed: int, *, embed_dim: int, num_frames: int, heads: int, prior: str, std: float) -> TMassModel:
-    clip = {
-        "text_config": {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-                        "vocab_size": 40, "max_position_embeddings": 12, "bos_token_id": 38, "eos_token_id": 39,
-                        "pad_token_id": 39},
-        "vision_config": {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-                          "image_size": 16, "patch_size": 8},
-        "projection_dim": embed_dim,
-    }
-    config = TMassConfig(
-        clip_config=clip, num_frames=num_frames, num_pooling_heads=heads, stochastic_prior=prior,
-        stochastic_prior_std=std, num_trials=5, pooling_dropout=0.0,
-    )
-    model = TMassModel(config).eval()
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():  # non-identity weights, so transpositions and head splits matter
-        for name, param in model.named_parameters():
-            if not name.startswith("clip."):
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.3 + (1.0 if name.endswith("norm1.weight") else 0.0))
-    return model
+    return random_tmass(seed, dim=embed_dim, frames=num_frames, heads=heads, prior=prior, std=std, trials=5,
+                        dropout=0.0, unit_gains=("norm1",))
 
 
 def _literal_pool(model: TMassModel, text: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:

@@ -10,31 +10,8 @@ import torch
 from torch.nn import functional as F
 
 import modeling_tmass.scoring_tmass as scoring_module
-from modeling_tmass import TMassConfig, TMassModel
 from modeling_tmass.scoring_tmass import SimilarityScorer, TMassNoiseStream
-
-
-def random_tmass(seed: int = 0, *, dim: int = 16, frames: int = 3, heads: int = 2, prior: str = "uniform01",
-                 std: float = 0.5, trials: int = 4) -> TMassModel:
-    clip = {
-        "text_config": {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-                        "vocab_size": 40, "max_position_embeddings": 12, "bos_token_id": 38, "eos_token_id": 39,
-                        "pad_token_id": 39},
-        "vision_config": {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-                          "image_size": 16, "patch_size": 8},
-        "projection_dim": dim,
-    }
-    config = TMassConfig(clip_config=clip, num_frames=frames, num_pooling_heads=heads, stochastic_prior=prior,
-                         stochastic_prior_std=std, num_trials=trials, pooling_dropout=0.2)
-    model = TMassModel(config).eval()
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():  # every pooling/radius weight random (LayerNorm gains around 1), biases included
-        for name, param in model.named_parameters():
-            if not name.startswith("clip."):
-                base = 1.0 if name.endswith("norm1.weight") or name.endswith("norm2.weight") or name.endswith(
-                    "norm3.weight") else 0.0
-                param.copy_(base + 0.3 * torch.randn(param.shape, generator=generator))
-    return model
+from tmass_utils_for_tests import random_tmass
 
 
 def features(num_texts: int, num_videos: int, frames: int, dim: int, seed: int = 0):

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.test_tmass_scale import features, random_tmass
+from tests.test_tmass_scale import features
+from tmass_utils_for_tests import random_tmass
 from video_text_retrieval.tmass_search import (
     StreamingTopK,
     dense_topk,
