@@ -10,15 +10,17 @@ float32 is 122 GB), so this module offers (design and measurements: ``docs/searc
   CSR matrices of shape ``(vocab_size, segment_documents)`` with int32 indices, whose row ``j`` is the
   posting list of word ``j``. Documents arrive in **segments**: an ``add`` inverts only the new documents;
   small segments are merged lazily (as Lucene merges its segments), never the whole gallery at each add.
-  A batch of queries ``Q`` is scored by the sparse products ``Q @ P_s``: each query word walks its own
-  posting lists only. Scores are exact for the kept entries.
+  Each query word walks its own posting lists only, in compiled kernels (:mod:`.sparse_search`: exhaustive
+  term-at-a-time accumulation by default, block-max pruning as an option; scipy's sparse product
+  ``Q @ P_s`` without numba). Scores are exact for the kept entries.
 * :class:`DenseIndex`: exact cosine or inner-product search over dense vectors with FAISS
   (``faiss-cpu``, the optional ``index`` extra) when importable, otherwise torch matmul + top-k over
   chunks of the gallery (bounded memory). Both backends return the same results.
-* :class:`FusedIndex`: the two together, **exact by default**: each side proposes its top-``depth``
-  documents, the union is rescored exactly with both similarities, and a threshold-algorithm bound
-  (Fagin et al., 2003) proves, per query, that no document outside both lists can enter the top-``k``;
-  queries whose proof fails are searched again with deeper lists, then by full scoring
+* :class:`FusedIndex`: the two together, **exact by default**: both halves score every document anyway, so
+  the fused scores of all documents are summed and the top-``k`` taken. On request (``strategy="candidates"``)
+  each side proposes its top-``depth`` documents, the union is rescored exactly with both similarities, and a
+  threshold-algorithm bound (Fagin et al., 2003) proves, per query, that no document outside both lists can
+  enter the top-``k``; queries whose proof fails are searched again with deeper lists, then by full scoring
   (:meth:`FusedIndex.search`).
 
 Common API: ``add(ids, vectors)`` with ids ``int`` or ``str`` (one kind per index, no duplicates among
