@@ -1017,7 +1017,8 @@ class FusedIndex:
         latent_index: an empty `DenseIndex` (default: `DenseIndex(metric="cosine")`).
         lexicon_index: an empty `SparseLexiconIndex` (default: no pruning, normalised before pruning).
         fusion_weights: `(w_latent, w_lexicon)`, both >= 0; `tuple(model.config.fusion_weights)` (1:1).
-        depth: candidates taken from each side per query in the first round of the search.
+        depth: candidates taken from each side per query in the first round of a candidate search
+            (`search(..., strategy="candidates")` or `exact=False`).
         max_depth: the deepest candidate lists tried before an uncertified query is scored in full
             (default: an eighth of the gallery, at least `4 * depth`).
 
