@@ -662,10 +662,8 @@ class SparseLexiconIndex:
                     fallbacks += self.search_method == "block_max"
                     sparse_search.exhaustive_topk(terms, weights, segment, alive, offset, top)
                 offset += segment.shape[1]
-            found = top[1] >= 0
-            if found.sum() < k:  # block-max returns touched documents only: pad with untouched ones (score 0)
+            if (top[1] < 0).any():  # block-max returns touched documents only: pad with untouched ones (score 0)
                 top = _pad_with_untouched(top, alive, k)
-                found = top[1] >= 0
             order = np.argsort(-top[0], kind="stable")
             positions[row], scores[row] = top[1][order], top[0][order]
         if self.search_method == "block_max":
@@ -676,11 +674,10 @@ class SparseLexiconIndex:
     def _summary(self, segment: sp.csr_matrix) -> sparse_search.PostingSummary:
         """Chunk summaries of one segment, computed at its first block-max search and kept with it."""
         cached = self._summaries.get(id(segment))
-        if cached is None or cached[0] is not segment:
-            self._summaries = {key: value for key, value in self._summaries.items()
-                               if any(value[0] is kept for kept in self._segments)}
-            cached = (segment, sparse_search.summarize_postings(segment))
-            self._summaries[id(segment)] = cached
+        if cached is None or cached[0] is not segment:  # new segment (or a reused id): drop the stale ones
+            live = {id(kept) for kept in self._segments}
+            self._summaries = {key: value for key, value in self._summaries.items() if key in live}
+            cached = self._summaries[id(segment)] = (segment, sparse_search.summarize_postings(segment))
         return cached[1]
 
     def _check_not_empty(self) -> int:

@@ -188,19 +188,9 @@ def _exact_score_py(terms, weights, indptr, indices, data, document, present):
     """The score of one document, summed in the query's word order (binary search in each posting list)."""
     total = np.float32(0.0)
     for t in range(terms.shape[0]):
-        if not present[t]:
-            continue
-        word = terms[t]
-        low = indptr[word]
-        high = indptr[word + 1]
-        while low < high:
-            middle = (low + high) >> 1
-            if indices[middle] < document:
-                low = middle + 1
-            else:
-                high = middle
-        if low < indptr[word + 1] and indices[low] == document:
-            total += weights[t] * data[low]
+        if present[t]:
+            word = terms[t]
+            total += weights[t] * _find_weight(indices, data, indptr[word], indptr[word + 1], document)
     return total
 
 
