@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .metrics import metrics_from_ranks
 from .topk import StreamingTopK, _merge_topk
 
 __all__ = [
@@ -194,8 +195,6 @@ def first_stage_recall(
     its `k` mean-pooled candidates, the ceiling of a two-stage search with `candidate_depth = k`. Also the
     median and mean 1-based rank (`MdR`, `MnR`), computed as every other metric of the package
     (`metrics.metrics_from_ranks`: the median of an even count is the mean of the middle two)."""
-    from .metrics import metrics_from_ranks
-
     ranks = first_stage_ranks(text_embeds, frame_embeds, text_to_video, chunk_size=chunk_size)
     return metrics_from_ranks(ranks.numpy() + 1, ks)
 
